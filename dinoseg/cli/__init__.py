@@ -1,0 +1,48 @@
+"""``dinoseg`` command line: ``dinoseg predict | eval | ...``.
+
+Each subcommand lives in its own module with ``add_parser(subparsers)`` and ``run(args)``.
+User errors print one clear line and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib import import_module
+
+#: subcommand -> module (imported only when that subcommand runs)
+COMMANDS = {
+    "predict": "dinoseg.cli.predict",
+    "eval": "dinoseg.cli.evaluate",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dinoseg", description="Few-shot segmentation with a frozen DINOv2 (FS-DINO)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS.values():
+        import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    from dinoseg.backbone.packaged import PackagedWeightsError
+    from dinoseg.io import InputError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(import_module(COMMANDS[args.command]).run(args) or 0)
+    except (InputError, PackagedWeightsError) as e:
+        print(f"dinoseg {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""FewShotPredictor: encode the support once, segment many queries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dinoseg.backbone import DEFAULT_BACKBONE, DinoBackbone, load_backbone
+from dinoseg.confidence import mask_confidence
+from dinoseg.io import InputError
+from dinoseg.preprocess import (
+    Geometry,
+    image_to_tensor,
+    logits_to_image,
+    mask_to_tensor,
+    plan_geometry,
+)
+
+#: Default long side (px) images are resized to before encoding (see README, "Image size").
+DEFAULT_IMAGE_SIZE = 448
+MAX_SHOTS = 20
+
+
+@dataclass
+class Prediction:
+    """One query's result.
+
+    Attributes:
+        mask: (H, W) bool at the query's original resolution.
+        prob: (H, W) float32 foreground probability.
+        confidence: scalar in [0, 1] (:func:`dinoseg.confidence.mask_confidence`).
+    """
+
+    mask: np.ndarray
+    prob: np.ndarray
+    confidence: float
+
+
+def _check_image(image: np.ndarray, what: str) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", type(image).__name__)
+        raise InputError(f"{what}: expected an (H, W, 3) RGB array, got {shape}")
+    if image.dtype != np.uint8:
+        raise InputError(f"{what}: expected uint8 pixels, got {image.dtype}")
+
+
+class FewShotPredictor:
+    """Stateful few-shot predictor (the support is encoded once and cached).
+
+    Args:
+        model: a few-shot model (``forward(query_feats, support_feats, support_masks)``).
+        backbone: the frozen encoder.
+        image_size: long side (px) of the encoder's input.
+        threshold: probability above which a pixel is foreground.
+        batch_size: queries encoded together.
+        model_id: a name for the model (recorded in outputs).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        backbone: DinoBackbone,
+        *,
+        image_size: int = DEFAULT_IMAGE_SIZE,
+        threshold: float = 0.5,
+        batch_size: int = 4,
+        model_id: str = "model",
+    ):
+        if not 0.0 < threshold < 1.0:
+            raise InputError(f"threshold must be between 0 and 1, got {threshold}")
+        self.model = model.eval()
+        self.backbone = backbone
+        self.image_size = image_size
+        self.threshold = threshold
+        self.batch_size = max(1, batch_size)
+        self.model_id = model_id
+        self._support: tuple[list[Tensor], Tensor] | None = None
+
+    def _geometry(self, image: np.ndarray) -> Geometry:
+        h, w = image.shape[:2]
+        return plan_geometry(h, w, image_size=self.image_size, patch=self.backbone.patch_size)
+
+    def encode(self, pixels: Tensor) -> list[Tensor]:
+        """(B, 3, Hp, Wp) normalised -> one (B, C, Hp/14, Wp/14) tensor per backbone layer."""
+        return self.backbone(pixels)
+
+    def set_support(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> None:
+        """Encode and cache the support set.
+
+        All supports are resized onto the geometry of the first one.
+
+        Args:
+            images: K (H_k, W_k, 3) uint8 images.
+            masks: K (H_k, W_k) bool foreground masks (non-empty).
+        """
+        if not images:
+            raise InputError("at least one support image with a mask is needed")
+        if len(images) != len(masks):
+            raise InputError(f"{len(images)} support images but {len(masks)} masks")
+        if len(images) > MAX_SHOTS:
+            raise InputError(f"at most {MAX_SHOTS} support images, got {len(images)}")
+        for i, (img, m) in enumerate(zip(images, masks, strict=True)):
+            _check_image(img, f"support {i + 1}")
+            if m.shape != img.shape[:2]:
+                raise InputError(
+                    f"support {i + 1}: mask is {m.shape[1]}x{m.shape[0]} but the image is "
+                    f"{img.shape[1]}x{img.shape[0]}"
+                )
+            if not np.any(m):
+                raise InputError(f"support {i + 1}: the mask is empty; mark the object")
+        ref = self._geometry(images[0])
+        geoms = [Geometry(img.shape[:2], ref.resized, ref.padded) for img in images]
+        pix = torch.stack([image_to_tensor(i, g) for i, g in zip(images, geoms, strict=True)])
+        msk = torch.stack(
+            [mask_to_tensor(np.asarray(m, bool), g) for m, g in zip(masks, geoms, strict=True)]
+        )
+        feats = [f[None] for f in self.encode(pix)]  # (1, K, C, h, w)
+        self._support = (feats, msk[None])  # masks (1, K, Hp, Wp)
+
+    @property
+    def has_support(self) -> bool:
+        return self._support is not None
+
+    @torch.inference_mode()
+    def predict(self, queries: Sequence[np.ndarray]) -> list[Prediction]:
+        """Segment queries with the cached support.
+
+        Args:
+            queries: N (H_i, W_i, 3) uint8 images (any sizes; equal sizes are batched).
+
+        Returns:
+            N :class:`Prediction` in input order.
+        """
+        if self._support is None:
+            raise InputError("set the support (images and masks) before predicting")
+        for i, q in enumerate(queries):
+            _check_image(q, f"query {i + 1}")
+        geoms = [self._geometry(q) for q in queries]
+        results: list[Prediction | None] = [None] * len(queries)
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        for i, g in enumerate(geoms):
+            by_shape.setdefault(g.padded, []).append(i)
+        for idx in by_shape.values():
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start : start + self.batch_size]
+                for i, p in zip(
+                    chunk,
+                    self._predict_batch([queries[i] for i in chunk], [geoms[i] for i in chunk]),
+                    strict=True,
+                ):
+                    results[i] = p
+        return [r for r in results if r is not None]
+
+    def _predict_batch(self, images: list[np.ndarray], geoms: list[Geometry]) -> list[Prediction]:
+        pix = torch.stack([image_to_tensor(img, g) for img, g in zip(images, geoms, strict=True)])
+        q_feats = self.encode(pix)
+        s_feats, s_masks = self._support  # type: ignore[misc]
+        b = pix.shape[0]
+        s_feats_b = [f.expand(b, *f.shape[1:]) for f in s_feats]
+        logits = self.model(q_feats, s_feats_b, s_masks.expand(b, *s_masks.shape[1:]))
+        out = []
+        for j, g in enumerate(geoms):
+            prob = logits_to_image(logits[j], g).numpy().astype(np.float32)
+            conf = mask_confidence(prob, threshold=self.threshold)
+            out.append(Prediction(mask=prob > self.threshold, prob=prob, confidence=conf))
+        return out
+
+
+def load_predictor(
+    model_spec: str = "prototype",
+    *,
+    backbone: str | None = None,
+    layers: Sequence[int] | None = None,
+    image_size: int | None = None,
+    threshold: float | None = None,
+) -> FewShotPredictor:
+    """Build a predictor from a model spec.
+
+    Args:
+        model_spec: ``prototype`` or a checkpoint directory. (``models:/name@alias`` specs are
+            resolved to a directory by the MLflow adapter in ``mlops`` before reaching here.)
+        backbone: override of the backbone spec (default: the checkpoint's, else
+            ``packaged:dinov2-s``).
+    """
+    if model_spec == "prototype":
+        from dinoseg.models.prototype import PrototypeBaseline
+
+        bb = load_backbone(backbone or DEFAULT_BACKBONE, layers=layers)
+        return FewShotPredictor(
+            PrototypeBaseline(),
+            bb,
+            image_size=image_size or DEFAULT_IMAGE_SIZE,
+            threshold=threshold or 0.5,
+            model_id="prototype",
+        )
+    if model_spec.startswith("models:/"):
+        raise InputError(
+            f"{model_spec}: registry specs need the MLflow adapter (mlops); pass a checkpoint "
+            "directory or 'prototype'"
+        )
+    if not Path(model_spec).is_dir():
+        raise InputError(f"{model_spec}: no such checkpoint directory (or use 'prototype')")
+    from dinoseg.checkpoint import load_checkpoint
+
+    model, cfg = load_checkpoint(model_spec)
+    bb = load_backbone(backbone or cfg.backbone, layers=layers or cfg.layers)
+    return FewShotPredictor(
+        model,
+        bb,
+        image_size=image_size or cfg.image_size,
+        threshold=threshold or cfg.threshold,
+        model_id=cfg.version or Path(model_spec).name,
+    )
