@@ -7,16 +7,19 @@ import os
 from pathlib import Path
 
 
-def cache_dir(*parts: str) -> Path:
-    """The dinoseg cache directory (``$DINOSEG_CACHE``, else ``$XDG_CACHE_HOME/dinoseg``,
-    else ``~/.cache/dinoseg``), joined with ``parts`` and created."""
+def cache_root() -> Path:
+    """The dinoseg cache directory, read at call time: ``$DINOSEG_CACHE``, else
+    ``$XDG_CACHE_HOME/dinoseg``, else ``~/.cache/dinoseg`` (not created)."""
     root = os.environ.get("DINOSEG_CACHE")
     if root:
-        base = Path(root)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = (Path(xdg) if xdg else Path.home() / ".cache") / "dinoseg"
-    path = base.joinpath(*parts)
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "dinoseg"
+
+
+def cache_dir(*parts: str) -> Path:
+    """``cache_root() / parts``, created."""
+    path = cache_root().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -38,7 +38,8 @@ def plan_geometry(height: int, width: int, *, image_size: int, patch: int = 14) 
 
 def image_to_tensor(image: np.ndarray, geom: Geometry) -> Tensor:
     """(H, W, 3) uint8 -> (3, Hp, Wp) float32, ImageNet-normalised, zero (mean) padded."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+    x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)
+    x = x[None].float() / 255.0
     x = F.interpolate(x, size=geom.resized, mode="bilinear", align_corners=False, antialias=True)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)

@@ -15,6 +15,7 @@ from importlib import import_module
 COMMANDS = {
     "predict": "dinoseg.cli.predict",
     "eval": "dinoseg.cli.evaluate",
+    "train": "dinoseg.cli.train",
 }
 
 

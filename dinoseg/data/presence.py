@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from dinoseg.cache import cache_root
+
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
@@ -39,9 +41,8 @@ class MaskStats:
 
 
 def default_cache_dir() -> Path:
-    """``$DINOSEG_CACHE`` if set, else ``~/.cache/dinoseg`` (read at call time)."""
-    env = os.environ.get("DINOSEG_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "dinoseg"
+    """The dinoseg cache root (see :func:`dinoseg.cache.cache_root`)."""
+    return cache_root()
 
 
 def count_labels(labels: np.ndarray) -> dict[int, int]:

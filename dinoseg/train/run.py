@@ -1,0 +1,110 @@
+"""A whole training run: data, fold, cached features, model, schedule, checkpoint directory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dinoseg.backbone import load_backbone
+from dinoseg.checkpoint import CheckpointConfig, save_checkpoint
+from dinoseg.config import save_resolved
+from dinoseg.data import FolderDataset
+from dinoseg.feature_cache import FeatureCache
+from dinoseg.models import build_segmenter, count_parameters
+from dinoseg.train.bank import FeatureBank
+from dinoseg.train.episodes import TrainEpisodes
+from dinoseg.train.loop import TrainConfig, train_steps
+from dinoseg.train.validate import BankValidator
+
+log = logging.getLogger(__name__)
+
+
+def init_from(model: nn.Module, ckpt_dir: str, prefix: str = "adapter.") -> int:
+    """Copy the ``prefix`` weights of a checkpoint (e.g. a distilled adapter) into ``model``.
+
+    Returns:
+        the number of tensors copied.
+    """
+    from safetensors.torch import load_file
+
+    state = load_file(str(Path(ckpt_dir) / "model.safetensors"))
+    wanted = {k: v for k, v in state.items() if k.startswith(prefix)}
+    if not wanted:
+        raise ValueError(f"{ckpt_dir}: no {prefix}* weights to start from")
+    _, unexpected = model.load_state_dict(wanted, strict=False)
+    if unexpected:
+        raise ValueError(f"{ckpt_dir}: weights do not fit this model: {unexpected[:5]}")
+    return len(wanted)
+
+
+def model_card(cfg: TrainConfig, fold: Any, names: dict[int, str], result: dict[str, Any],
+               n_params: int) -> str:
+    base = ", ".join(names[c] for c in fold.base)
+    novel = ", ".join(names[c] for c in fold.novel)
+    return (
+        f"# dinoseg segmenter `{cfg.arch}` — {Path(cfg.data).name} fold {cfg.fold}\n\n"
+        f"- Backbone: `{cfg.backbone}` (frozen), layers {list(cfg.layers)}, "
+        f"image long side {cfg.image_size} px\n"
+        f"- Trainable parameters: {n_params:,}\n"
+        f"- Trained on base classes: {base}\n- Held out (novel) classes: {novel}\n"
+        f"- Schedule: {cfg.steps} steps x {cfg.batch_size} episodes, {cfg.shots}-shot, AdamW "
+        f"lr {cfg.lr}, cosine, seed {cfg.seed}\n"
+        f"- Adapter initialised from: {cfg.init or 'scratch (no distillation)'}\n"
+        f"- Best validation mIoU on novel classes (bank grid, {cfg.val_episodes} episodes): "
+        f"{result['best_miou']:.1f}\n"
+        f"- Training time: {result['seconds'] / 60:.1f} min on {cfg.threads} CPU threads\n\n"
+        "Use `dinoseg eval --model DIR` for exact full-resolution figures.\n"
+    )
+
+
+def run_training(cfg: TrainConfig, out_dir: str | Path, *,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """Train per ``cfg`` and write a checkpoint directory (best validation weights) to
+    ``out_dir``; intermediate state lives in ``out_dir/work`` so a rerun resumes."""
+    from safetensors.torch import load_file
+
+    from dinoseg.evaluate import dataset_fold
+
+    if cfg.smoke:
+        cfg = cfg.smoke_overrides()
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    out = Path(out_dir)
+    work = out.with_name(out.name + ".work")
+    save_resolved(cfg, work)
+    train_ds = FolderDataset(cfg.data, cfg.train_split)
+    val_ds = FolderDataset(cfg.data, cfg.val_split)
+    fold = dataset_fold(train_ds.class_names, train_ds.class_ids, cfg.fold)
+    backbone = load_backbone(cfg.backbone, layers=cfg.layers)
+    cache = FeatureCache(max_bytes=0, disk_dir=cfg.feature_cache or None)
+    banks = [FeatureBank(ds, backbone, image_size=cfg.image_size, cache=cache)
+             for ds in (train_ds, val_ds)]
+    model = build_segmenter(cfg.arch, backbone_dim=backbone.embed_dim,
+                            num_layers=len(cfg.layers), **cfg.extra)
+    if cfg.init:
+        log.info("adapter: %d tensors from %s", init_from(model, cfg.init), cfg.init)
+    episodes = TrainEpisodes(banks[0], fold.base, shots=cfg.shots, min_area=cfg.min_area,
+                             seed=cfg.seed)
+    validator = BankValidator(banks[1], fold.novel, shots=cfg.shots, episodes=cfg.val_episodes,
+                              seed=cfg.seed, min_area=cfg.min_area)
+    result = train_steps(model, episodes, validator, cfg, work, on_epoch=on_epoch)
+    model.load_state_dict(load_file(str(work / "best.safetensors")))
+    n_params = count_parameters(model)
+    ck = CheckpointConfig(
+        arch=cfg.arch, backbone=cfg.backbone, layers=list(cfg.layers), image_size=cfg.image_size,
+        arch_kwargs={"backbone_dim": backbone.embed_dim, "num_layers": len(cfg.layers),
+                     **cfg.extra},
+        version=out.name,
+    )
+    metrics = {"val_miou_bank": result["best_miou"], "history": result["history"],
+               "train_seconds": result["seconds"], "fold": cfg.fold,
+               "novel_classes": list(fold.novel), "base_classes": list(fold.base)}
+    card = model_card(cfg, fold, train_ds.class_names, result, n_params)
+    save_checkpoint(out, model, ck, metrics=metrics, card=card)
+    save_resolved(cfg, out)
+    return out
