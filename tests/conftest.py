@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -67,3 +69,26 @@ def blob_image(h: int, w: int, box: tuple[int, int, int, int], seed: int = 0):
     mask[y0:y1, x0:x1] = True
     img[mask] = (230, 200, 40)
     return img, mask
+
+
+COLOURS = [(220, 40, 40), (40, 220, 40), (40, 40, 220), (220, 220, 40)]
+
+
+def write_synthetic_dataset(root, n_train=10, n_val=6):
+    """A folder dataset of 4 coloured bar classes on noise (classes.json + train/ + val/)."""
+    root.mkdir(parents=True)
+    (root / "classes.json").write_text(json.dumps(
+        {"classes": {str(i): f"c{i}" for i in range(4)}, "ignore_index": 255}))
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("val", n_val)):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+        for i in range(n):
+            img = rng.integers(0, 60, (56, 70, 3), dtype=np.uint8)
+            lab = np.full((56, 70), 255, np.uint8)  # unlabelled background = ignore
+            for c in range(4):  # every class somewhere in every image
+                y, x = 2 + 13 * c, int(rng.integers(0, 40))
+                img[y : y + 12, x : x + 28] = COLOURS[c]
+                lab[y : y + 12, x : x + 28] = c
+            Image.fromarray(img).save(root / split / "images" / f"{i:03d}.png")
+            Image.fromarray(lab).save(root / split / "masks" / f"{i:03d}.png")

@@ -16,6 +16,8 @@ COMMANDS = {
     "predict": "dinoseg.cli.predict",
     "eval": "dinoseg.cli.evaluate",
     "train": "dinoseg.cli.train",
+    "distill": "dinoseg.cli.distill",
+    "models": "dinoseg.cli.models",
 }
 
 

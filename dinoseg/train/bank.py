@@ -39,12 +39,16 @@ class BankItem:
         feats: L tensors (C, h, w) float16.
         labels: (4h, 4w) int16 class indices (nearest-resampled; padding and ignore = -1).
         counts: class id -> labelled cells in ``labels`` (for the minimum-area rule).
+        orig: (H, W) of the image file.
+        resized: (h, w) of the image content inside the padded encoder input.
     """
 
     stem: str
     feats: list[Tensor]
     labels: Tensor
     counts: dict[int, int]
+    orig: tuple[int, int]
+    resized: tuple[int, int]
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -77,16 +81,18 @@ class FeatureBank:
         backbone: the frozen encoder.
         image_size: long side fed to the encoder (as the predictor does at inference).
         cache: a feature cache (its disk directory makes a second run cheap).
+        limit: keep only the first ``limit`` images (0 = all).
     """
 
     def __init__(self, dataset: FolderDataset, backbone: DinoBackbone, *, image_size: int,
-                 cache: FeatureCache | None = None, progress: bool = True):
+                 cache: FeatureCache | None = None, progress: bool = True, limit: int = 0):
         self.dataset = dataset
         self.image_size = image_size
         self.backbone_spec = backbone.spec
         cache = cache or FeatureCache(max_bytes=0)
         self.items: list[BankItem] = []
-        for i in tqdm(range(len(dataset)), desc=f"features {dataset.split}", disable=not progress,
+        n = min(limit, len(dataset)) if limit > 0 else len(dataset)
+        for i in tqdm(range(n), desc=f"features {dataset.split}", disable=not progress,
                       leave=False):
             self.items.append(self._encode(i, backbone, cache))
         self.index = {it.stem: n for n, it in enumerate(self.items)}
@@ -103,6 +109,7 @@ class FeatureBank:
         return BankItem(
             stem=self.dataset.stems[i], feats=feats, labels=lab,
             counts={int(v): int(c) for v, c in zip(values, counts, strict=True)},
+            orig=(h, w), resized=geom.resized,
         )
 
     def __len__(self) -> int:

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_dinov2
+from conftest import tiny_dinov2, write_synthetic_dataset
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -19,31 +19,10 @@ from dinoseg.train.loop import TrainConfig, lr_factor
 from dinoseg.train.losses import bce_dice_loss
 from dinoseg.train.run import run_training
 
-COLOURS = [(220, 40, 40), (40, 220, 40), (40, 40, 220), (220, 220, 40)]
-
-
-def _write_dataset(root, n_train=10, n_val=6):
-    root.mkdir(parents=True)
-    (root / "classes.json").write_text(json.dumps(
-        {"classes": {str(i): f"c{i}" for i in range(4)}, "ignore_index": 255}))
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("val", n_val)):
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "masks").mkdir(parents=True)
-        for i in range(n):
-            img = rng.integers(0, 60, (56, 70, 3), dtype=np.uint8)
-            lab = np.full((56, 70), 255, np.uint8)  # unlabelled background = ignore
-            for c in range(4):  # every class somewhere in every image
-                y, x = 2 + 13 * c, int(rng.integers(0, 40))
-                img[y : y + 12, x : x + 28] = COLOURS[c]
-                lab[y : y + 12, x : x + 28] = c
-            Image.fromarray(img).save(root / split / "images" / f"{i:03d}.png")
-            Image.fromarray(lab).save(root / split / "masks" / f"{i:03d}.png")
-
 
 @pytest.fixture
 def setup(tmp_path):
-    _write_dataset(tmp_path / "data")
+    write_synthetic_dataset(tmp_path / "data")
     tiny_dinov2(layers=2).save_pretrained(tmp_path / "bb")
     cfg = TrainConfig(data=str(tmp_path / "data"), backbone=str(tmp_path / "bb"), layers=(1, 2),
                       arch="fsdino-tiny", image_size=70, steps=6, epoch_steps=2, batch_size=2,

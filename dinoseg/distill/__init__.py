@@ -1,0 +1,1 @@
+"""Cross-model distillation: the embedding adapter learns a SAM-family teacher's embedding."""
