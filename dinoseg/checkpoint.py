@@ -42,6 +42,13 @@ class CheckpointConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def arch_config(model: nn.Module) -> dict[str, Any]:
+    """The full architecture config of a built model (so a checkpoint does not depend on the
+    registry's presets staying the same); ``{}`` for models without one (prototype)."""
+    config = getattr(model, "config", None)
+    return dict(config.to_dict()) if config is not None and hasattr(config, "to_dict") else {}
+
+
 def save_checkpoint(
     out_dir: str | Path,
     model: nn.Module,

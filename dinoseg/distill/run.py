@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from dinoseg.backbone import load_backbone
 from dinoseg.cache import cache_dir
-from dinoseg.checkpoint import CheckpointConfig, save_checkpoint
+from dinoseg.checkpoint import CheckpointConfig, arch_config, save_checkpoint
 from dinoseg.config import save_resolved
 from dinoseg.data import FolderDataset
 from dinoseg.distill.loop import DistillConfig, distill_loss, embedding_agreement, object_box
@@ -104,8 +104,7 @@ def run_distillation(cfg: DistillConfig, out_dir: str | Path) -> Path:
     }
     ck = CheckpointConfig(
         arch=cfg.arch, backbone=cfg.backbone, layers=list(cfg.layers), image_size=cfg.sizes[-1],
-        arch_kwargs={"backbone_dim": backbone.embed_dim, "num_layers": len(cfg.layers),
-                     **cfg.extra},
+        arch_kwargs=arch_config(model),
         version=out.name,
     )
     card = (f"# Distilled adapter ({cfg.arch}) from teacher `{cfg.teacher}`\n\n"

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dinoseg.backbone import load_backbone
-from dinoseg.checkpoint import CheckpointConfig, save_checkpoint
+from dinoseg.checkpoint import CheckpointConfig, arch_config, save_checkpoint
 from dinoseg.config import save_resolved
 from dinoseg.data import FolderDataset
 from dinoseg.feature_cache import FeatureCache
@@ -97,8 +97,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *,
     n_params = count_parameters(model)
     ck = CheckpointConfig(
         arch=cfg.arch, backbone=cfg.backbone, layers=list(cfg.layers), image_size=cfg.image_size,
-        arch_kwargs={"backbone_dim": backbone.embed_dim, "num_layers": len(cfg.layers),
-                     **cfg.extra},
+        arch_kwargs=arch_config(model),
         version=out.name,
     )
     metrics = {"val_miou_bank": result["best_miou"], "history": result["history"],
