@@ -60,7 +60,7 @@ def _view(item: BankItem, flip: bool, grid: tuple[int, int] | None = None
 
 
 class TrainEpisodes:
-    """Random base-class episodes over a feature bank.
+    """Random base-class episodes over one or more feature banks.
 
     Args:
         bank: training features.
@@ -68,13 +68,21 @@ class TrainEpisodes:
         shots: K supports per episode.
         min_area: a class must cover this fraction of an image to be used.
         seed: run seed.
+        extra: more ``(bank, classes)`` sources (mixed-data training); episode classes are drawn
+            uniformly over the classes of all sources, query and supports from one source.
     """
 
     def __init__(self, bank: FeatureBank, classes: Sequence[int], *, shots: int = 1,
-                 min_area: float = 0.005, seed: int = 0, flip: bool = True):
-        self.bank, self.shots, self.seed, self.flip = bank, shots, seed, flip
-        pools = {c: bank.images_with_class(c, min_area) for c in sorted(classes)}
-        self.pools = {c: p for c, p in pools.items() if len(p) > shots}
+                 min_area: float = 0.005, seed: int = 0, flip: bool = True,
+                 extra: Sequence[tuple[FeatureBank, Sequence[int]]] = ()):
+        self.banks = [bank, *[b for b, _ in extra]]
+        self.shots, self.seed, self.flip = shots, seed, flip
+        self.pools: dict[tuple[int, int], list[int]] = {}
+        for s, (b, cls) in enumerate([(bank, classes), *extra]):
+            for c in sorted(cls):
+                pool = b.images_with_class(c, min_area)
+                if len(pool) > shots:
+                    self.pools[(s, int(c))] = pool
         if not self.pools:
             raise InputError(f"no training class has {shots + 1} images covering {min_area:.2%}")
         self.classes = sorted(self.pools)
@@ -84,12 +92,12 @@ class TrainEpisodes:
         rng = np.random.default_rng([self.seed, step])
         groups: dict[tuple[tuple[int, int], tuple[int, int]], list[tuple]] = {}
         for _ in range(batch_size):
-            c = self.classes[int(rng.integers(len(self.classes)))]
-            pool = self.pools[c]
+            source, c = self.classes[int(rng.integers(len(self.classes)))]
+            pool, bank = self.pools[(source, c)], self.banks[source]
             picks = rng.choice(len(pool), size=self.shots + 1, replace=False)
             q, sup = pool[int(picks[0])], [pool[int(j)] for j in picks[1:]]
             flips = rng.random(self.shots + 1) < (0.5 if self.flip else 0.0)
-            q_item, s_items = self.bank.items[q], [self.bank.items[j] for j in sup]
+            q_item, s_items = bank.items[q], [bank.items[j] for j in sup]
             key = (q_item.grid, s_items[0].grid)
             groups.setdefault(key, []).append((c, q_item, s_items, flips))
         return [self._collate(g) for g in groups.values()]

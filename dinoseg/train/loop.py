@@ -48,6 +48,9 @@ class TrainConfig:
     val_episodes: int = 300
     seed: int = 0
     threads: int = 2
+    mix_data: str = ""  # a second folder dataset whose classes join the base classes
+    mix_split: str = "train"
+    mix_exclude: tuple[str, ...] = ()  # class names of mix_data never used (e.g. person)
     init: str = ""  # a distilled checkpoint directory whose adapter weights start the run
     feature_cache: str = ""  # directory for cached backbone features ("" = memory only)
     smoke: bool = False

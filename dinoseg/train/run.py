@@ -15,6 +15,7 @@ from dinoseg.checkpoint import CheckpointConfig, arch_config, save_checkpoint
 from dinoseg.config import save_resolved
 from dinoseg.data import FolderDataset
 from dinoseg.feature_cache import FeatureCache
+from dinoseg.io import InputError
 from dinoseg.models import build_segmenter, count_parameters
 from dinoseg.train.bank import FeatureBank
 from dinoseg.train.episodes import TrainEpisodes
@@ -42,6 +43,20 @@ def init_from(model: nn.Module, ckpt_dir: str, prefix: str = "adapter.") -> int:
     return len(wanted)
 
 
+def _mix_sources(cfg: TrainConfig, backbone: Any, cache: FeatureCache
+                 ) -> list[tuple[FeatureBank, list[int]]]:
+    """The optional second dataset of mixed-data training, minus ``mix_exclude`` classes."""
+    if not cfg.mix_data:
+        return []
+    ds = FolderDataset(cfg.mix_data, cfg.mix_split)
+    exclude = {n for n in cfg.mix_exclude if n}
+    unknown = exclude - set(ds.class_names.values())
+    if unknown:
+        raise InputError(f"mix_exclude: {sorted(unknown)} are not classes of {cfg.mix_data}")
+    classes = [c for c in ds.class_ids if ds.class_names[c] not in exclude]
+    return [(FeatureBank(ds, backbone, image_size=cfg.image_size, cache=cache), classes)]
+
+
 def model_card(cfg: TrainConfig, fold: Any, names: dict[int, str], result: dict[str, Any],
                n_params: int) -> str:
     base = ", ".join(names[c] for c in fold.base)
@@ -52,6 +67,7 @@ def model_card(cfg: TrainConfig, fold: Any, names: dict[int, str], result: dict[
         f"image long side {cfg.image_size} px\n"
         f"- Trainable parameters: {n_params:,}\n"
         f"- Trained on base classes: {base}\n- Held out (novel) classes: {novel}\n"
+        f"- Mixed with: {cfg.mix_data or 'nothing'} (excluded: {list(cfg.mix_exclude)})\n"
         f"- Schedule: {cfg.steps} steps x {cfg.batch_size} episodes, {cfg.shots}-shot, AdamW "
         f"lr {cfg.lr}, cosine, seed {cfg.seed}\n"
         f"- Adapter initialised from: {cfg.init or 'scratch (no distillation)'}\n"
@@ -89,7 +105,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *,
     if cfg.init:
         log.info("adapter: %d tensors from %s", init_from(model, cfg.init), cfg.init)
     episodes = TrainEpisodes(banks[0], fold.base, shots=cfg.shots, min_area=cfg.min_area,
-                             seed=cfg.seed)
+                             seed=cfg.seed, extra=_mix_sources(cfg, backbone, cache))
     validator = BankValidator(banks[1], fold.novel, shots=cfg.shots, episodes=cfg.val_episodes,
                               seed=cfg.seed, min_area=cfg.min_area)
     result = train_steps(model, episodes, validator, cfg, work, on_epoch=on_epoch)

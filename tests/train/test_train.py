@@ -112,3 +112,30 @@ def test_layered_config():
         resolve(TrainConfig, {"lrr": 1})
     with pytest.raises(InputError, match="expected int"):
         resolve(TrainConfig, {"steps": "many"})
+
+
+def test_mixed_data_episodes_draw_from_both_sources(setup):
+    from dinoseg.backbone import load_backbone
+    from dinoseg.data import FolderDataset
+    from dinoseg.train.bank import FeatureBank
+    from dinoseg.train.episodes import TrainEpisodes
+
+    tmp, cfg = setup
+    bb = load_backbone(cfg.backbone, layers=cfg.layers)
+    ds = FolderDataset(cfg.data, "train")
+    a = FeatureBank(ds, bb, image_size=70, progress=False, limit=5)
+    b = FeatureBank(ds, bb, image_size=56, progress=False)
+    eps = TrainEpisodes(a, [0, 1], extra=[(b, [2, 3])], min_area=0.01)
+    assert eps.classes == [(0, 0), (0, 1), (1, 2), (1, 3)]
+    seen = {c for step in range(20) for batch in eps.sample(step, 4) for c in batch.class_ids}
+    assert seen == {0, 1, 2, 3}
+    for batch in eps.sample(0, 6):  # groups never mix feature grids
+        grid = batch.query_feats[0].shape[-2:]
+        assert batch.target.shape[-2:] == (grid[0] * 4, grid[1] * 4)
+
+
+def test_mix_exclude_must_name_real_classes(setup):
+    tmp, cfg = setup
+    bad = replace(cfg, mix_data=cfg.data, mix_exclude=("unicorn",))
+    with pytest.raises(InputError, match="unicorn"):
+        run_training(bad, tmp / "x")
