@@ -120,7 +120,7 @@ def test_mixed_data_episodes_draw_from_both_sources(setup):
     from dinoseg.train.bank import FeatureBank
     from dinoseg.train.episodes import TrainEpisodes
 
-    tmp, cfg = setup
+    _, cfg = setup
     bb = load_backbone(cfg.backbone, layers=cfg.layers)
     ds = FolderDataset(cfg.data, "train")
     a = FeatureBank(ds, bb, image_size=70, progress=False, limit=5)
