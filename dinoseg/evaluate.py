@@ -50,10 +50,13 @@ DEFAULT_FOLDER_FOLDS = 4
 
 
 def benchmark_of(class_names: Mapping[int, str]) -> str | None:
-    """``"pascal"`` or ``"camvid"`` when the class names are that benchmark's, else ``None``."""
+    """``"pascal"``, ``"camvid"`` or ``"coco"`` when the class names are that benchmark's,
+    else ``None`` (COCO: the 80 categories of a COCO instances file, person first)."""
     for name, known in (("pascal", PASCAL_CLASSES), ("camvid", CAMVID_CLASSES)):
         if all(class_names.get(i) == n for i, n in enumerate(known)):
             return name
+    if len(class_names) == 80 and class_names.get(0) == "person" and class_names.get(79):
+        return "coco"
     return None
 
 

@@ -220,9 +220,15 @@ def test_missing_data_dir_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "no such dataset folder" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "camvid").is_dir(), reason="no shared CamVid data")
+def _shared(name: str) -> Path:
+    root = SHARED_DATA / name
+    if not root.is_dir():
+        pytest.fail(f"real data missing: {root} (the repo expects ../shared/data beside it)")
+    return root
+
+
 def test_camvid_prototype_real_weights(tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
+    _shared("camvid")
     out = tmp_path / "camvid.json"
     argv = ["eval", "--data", str(SHARED_DATA / "camvid"), "--split", "val", "--fold", "0",
             "--shots", "1", "--episodes", "12", "--seed", "0", "--model", "prototype",
@@ -235,3 +241,14 @@ def test_camvid_prototype_real_weights(tmp_path: Path) -> None:
     assert set(metrics["per_class"]) == {"0", "3", "6", "9"}
     assert 15.0 < metrics["miou"] < 90.0 and 40.0 < metrics["fb_iou"] < 95.0
     assert report["models"]["prototype"]["backbone"]["spec"] == "packaged:dinov2-s"
+
+
+def test_coco_layout_uses_coco20i_folds(tmp_path: Path) -> None:
+    out = tmp_path / "coco.json"
+    argv = ["eval", "--data", str(_shared("coco-mini")), "--split", "val2017", "--fold", "0",
+            "--shots", "1", "--episodes", "2", "--model", "prototype", "--out", str(out),
+            "--no-progress", "--examples", "0"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["fold"]["benchmark"] == "coco-20i"
+    assert set(report["settings"]["fold"]["novel"]) == set(range(0, 80, 4))

@@ -123,12 +123,12 @@ def _load_models(specs: list[str], args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dinoseg.data import EpisodeSampler, FolderDataset
+    from dinoseg.data import EpisodeSampler, open_dataset
     from dinoseg.evaluate import evaluate, format_table
     from dinoseg.feature_cache import FeatureCache
 
     specs = _check_args(args)
-    dataset = FolderDataset(args.data, args.split)
+    dataset = open_dataset(args.data, args.split)
     classes, fold = _classes(args, dataset)
     sampler = EpisodeSampler(
         dataset,

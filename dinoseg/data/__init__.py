@@ -1,6 +1,7 @@
 """Dataset readers, fold definitions and the few-shot episode sampler."""
 
 from dinoseg.data.binary import BinaryClassDataset
+from dinoseg.data.coco import CocoDataset
 from dinoseg.data.episodes import Episode, EpisodeSampler, EpisodeSource
 from dinoseg.data.folder import ClassInfo, FolderDataset, read_classes
 from dinoseg.data.folds import (
@@ -18,6 +19,7 @@ from dinoseg.data.folds import (
     pascal_fold,
     remap_for_training,
 )
+from dinoseg.data.open import open_dataset
 from dinoseg.data.presence import MaskStats, default_cache_dir
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "DEFAULT_MIN_AREA",
     "BinaryClassDataset",
     "ClassInfo",
+    "CocoDataset",
     "Episode",
     "EpisodeSampler",
     "EpisodeSource",
@@ -40,6 +43,7 @@ __all__ = [
     "is_present",
     "min_pixels",
     "novel_classes",
+    "open_dataset",
     "pascal_fold",
     "read_classes",
     "remap_for_training",
