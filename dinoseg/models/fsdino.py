@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -23,6 +24,7 @@ from dinoseg.models.conv4d import CorrelationEncoder
 from dinoseg.models.correlation import multilayer_correlation
 from dinoseg.models.decoder import MaskDecoder
 from dinoseg.models.prompts import MetaPromptGenerator
+from dinoseg.models.prototype import masked_average
 
 __all__ = ["FSDINOSegmenter", "SegmenterConfig", "downsample_masks"]
 
@@ -48,6 +50,10 @@ class SegmenterConfig:
     decoder_mlp_dim: int = 2048
     decoder_attention_downsample: int = 2
     pe_scale: float = 1.0
+    # Prototype residual: logits = prototype-cosine logits + gate * decoder logits, gate
+    # starting at 0 — the model starts as the training-free baseline and learns corrections.
+    prototype_residual: bool = False
+    prototype_temperature: float = 20.0
 
     def __post_init__(self) -> None:
         self.corr_channels = tuple(int(c) for c in self.corr_channels)
@@ -82,6 +88,16 @@ def downsample_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(masks, size=size, mode="area").clamp_(0.0, 1.0)
 
 
+def prototype_logits(query: Tensor, support: Tensor, masks: Tensor, temperature: float) -> Tensor:
+    """Foreground log-odds of the fg/bg prototype cosine softmax.
+
+    query: (B, C, h, w); support: (B, K, C, hs, ws); masks: (B, K, hs, ws) -> (B, 1, h, w).
+    """
+    protos = torch.stack([masked_average(support, masks), masked_average(support, 1 - masks)], 1)
+    cos = F.cosine_similarity(query[:, None], protos[:, :, :, None, None], dim=2)  # (B, 2, h, w)
+    return temperature * (cos[:, :1] - cos[:, 1:])
+
+
 class FSDINOSegmenter(nn.Module):
     """Few-shot segmenter on frozen DINOv2 features; parts are injected by the builder.
 
@@ -102,6 +118,7 @@ class FSDINOSegmenter(nn.Module):
         self.prompts = prompts
         self.correlation = correlation
         self.decoder = decoder
+        self.gate = nn.Parameter(torch.zeros(())) if config.prototype_residual else None
 
     def _check_inputs(
         self, query_feats: list[Tensor], support_feats: list[Tensor], support_masks: Tensor
@@ -172,4 +189,8 @@ class FSDINOSegmenter(nn.Module):
         dense, sparse = self.prompts(query, support, masks)  # (B, E, h, w), (B, N, E)
         corr_embed = self.correlation_embedding(query_feats, support_feats, masks)
         logits: Tensor = self.decoder(image_embed + dense + corr_embed, sparse)
-        return logits
+        if self.gate is None:
+            return logits
+        prior = prototype_logits(query, support, masks, self.config.prototype_temperature)
+        prior = F.interpolate(prior, size=logits.shape[-2:], mode="bilinear", align_corners=False)
+        return prior + self.gate * logits

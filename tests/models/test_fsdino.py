@@ -313,3 +313,21 @@ def test_correlation_encoder_layout_agnostic_and_groupnorm_exact() -> None:
     reference.load_state_dict(norm.state_dict())
     x = 3.0 * torch.randn(2, 8, 3, 4, 5, 2) + 1.0
     torch.testing.assert_close(norm(x), reference(x), rtol=1e-4, atol=1e-4)
+
+
+def test_prototype_residual_starts_as_the_baseline():
+    """With the residual on and the gate at 0 the segmenter equals the prototype baseline."""
+    from dinoseg.models.prototype import PrototypeBaseline
+
+    torch.manual_seed(0)
+    model = build_segmenter("fsdino-tiny", prototype_residual=True).eval()
+    b, k, c, h, w = 2, 2, 32, 6, 7
+    q = [torch.randn(b, c, h, w) for _ in range(2)]
+    s = [torch.randn(b, k, c, h, w) for _ in range(2)]
+    m = (torch.rand(b, k, h * 14, w * 14) > 0.5).float()
+    with torch.no_grad():
+        ours = model(q, s, m)
+        base = PrototypeBaseline(embed_layer=-1)(q, s, m)
+    base = torch.nn.functional.interpolate(base, size=ours.shape[-2:], mode="bilinear")
+    torch.testing.assert_close(torch.sigmoid(ours), torch.sigmoid(base), atol=2e-3, rtol=0)
+    assert model.gate is not None and model.gate.requires_grad
