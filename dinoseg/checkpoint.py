@@ -46,7 +46,9 @@ def arch_config(model: nn.Module) -> dict[str, Any]:
     """The full architecture config of a built model (so a checkpoint does not depend on the
     registry's presets staying the same); ``{}`` for models without one (prototype)."""
     config = getattr(model, "config", None)
-    return dict(config.to_dict()) if config is not None and hasattr(config, "to_dict") else {}
+    if config is None or not hasattr(config, "to_dict"):
+        return {}
+    return {k: v for k, v in config.to_dict().items() if k != "name"}  # name = the arch
 
 
 def save_checkpoint(
@@ -94,6 +96,7 @@ def load_checkpoint(ckpt_dir: str | Path) -> tuple[nn.Module, CheckpointConfig]:
     from dinoseg.models import build_segmenter
 
     config = read_config(ckpt_dir)
-    model = build_segmenter(config.arch, **config.arch_kwargs)
+    kwargs = {k: v for k, v in config.arch_kwargs.items() if k != "name"}
+    model = build_segmenter(config.arch, **kwargs)
     model.load_state_dict(load_file(str(Path(ckpt_dir) / WEIGHTS)), strict=True)
     return model.eval(), config

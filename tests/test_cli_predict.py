@@ -43,7 +43,8 @@ def test_predict_writes_masks_and_json(camvid, tmp_path, capsys):
         stem = rec["query"].rsplit("/", 1)[1][:-4]
         gt = np.asarray(Image.open(camvid / "val/masks" / f"{stem}.png")) == CAR
         iou = (gt & (mask > 0)).sum() / max(1, (gt | (mask > 0)).sum())
-        assert iou > 0.2, f"{stem}: car IoU {iou:.2f}"  # the baseline finds the cars
+        # the baseline finds the cars: well above marking everything (IoU = car fraction)
+        assert iou > max(0.12, 2 * gt.mean()), f"{stem}: car IoU {iou:.2f}"
 
 
 @pytest.mark.parametrize(
