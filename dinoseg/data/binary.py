@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from dinoseg.data.folder import name_list
-from dinoseg.data.folds import DEFAULT_MIN_AREA, min_pixels
-from dinoseg.data.presence import MaskStats, load_presence
+from dinoseg.data.folds import DEFAULT_MIN_AREA
+from dinoseg.data.presence import MaskStats, load_presence, stems_with_class
 from dinoseg.io import InputError, load_image, load_label_map
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
@@ -121,8 +121,4 @@ class BinaryClassDataset:
 
     def images_with_class(self, class_id: int, min_area: float = DEFAULT_MIN_AREA) -> list[str]:
         """Stems (sorted) of class ``class_id`` whose foreground covers at least ``min_area``."""
-        out = []
-        for stem, s in self.stats.items():
-            if s.pixels.get(class_id, 0) >= min_pixels(min_area, s.shape[0] * s.shape[1]):
-                out.append(stem)
-        return out
+        return stems_with_class(self.stats, class_id, min_area)

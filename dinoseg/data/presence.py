@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from dinoseg.cache import cache_root
+from dinoseg.data.folds import min_pixels
 
 log = logging.getLogger(__name__)
 
@@ -141,3 +142,9 @@ def load_presence(
     if changed:
         _write_cache(path, source, new)
     return out
+
+
+def stems_with_class(stats: dict[str, MaskStats], class_id: int, min_area: float) -> list[str]:
+    """Stems (in ``stats`` order) whose mask has ``class_id`` on at least ``min_area`` of it."""
+    return [stem for stem, s in stats.items()
+            if s.pixels.get(class_id, 0) >= min_pixels(min_area, s.shape[0] * s.shape[1])]

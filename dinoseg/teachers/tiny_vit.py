@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dinoseg.models.adapter import LayerNorm2d
+
 
 class Conv2dBN(nn.Module):
     """Conv2d without bias followed by BatchNorm2d (submodules ``c`` and ``bn``)."""
@@ -48,23 +50,6 @@ class Conv2dBN(nn.Module):
         bias = bn.bias - bn.running_mean * scale
         weight = conv.weight * scale[:, None, None, None]
         return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
-class LayerNorm2d(nn.Module):
-    """LayerNorm over the channels of a ``(B, C, H, W)`` map (as in SAM's neck)."""
-
-    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, C, H, W) -> (B, C, H, W)``."""
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
 class PatchEmbed(nn.Module):
