@@ -84,6 +84,16 @@ def resolve(cls: type[T], *layers: dict[str, Any]) -> T:
     return dataclasses.replace(defaults, **values)  # type: ignore[type-var]
 
 
+def resolve_cli(cls: type[T], args: Any, section: str, flags: Sequence[str]) -> T:
+    """The layered config of a CLI command: ``cls`` defaults <- ``args.params`` section <- the
+    named flags that were given (``None`` = not given; ``--smoke`` only when set) <-
+    ``args.overrides`` (``KEY=VALUE``)."""
+    given = {f: getattr(args, f) for f in flags if getattr(args, f) is not None}
+    if getattr(args, "smoke", False):
+        given["smoke"] = True
+    return resolve(cls, load_params(args.params, section), given, parse_overrides(args.overrides))
+
+
 def save_resolved(config: Any, out_dir: str | Path, name: str = "resolved_config.json") -> Path:
     """Write a dataclass config as JSON into ``out_dir``."""
     out = Path(out_dir)

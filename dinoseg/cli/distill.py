@@ -25,17 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dinoseg.config import load_params, parse_overrides, resolve
+    from dinoseg.config import resolve_cli
     from dinoseg.distill.loop import DistillConfig
     from dinoseg.distill.run import run_distillation
 
-    flags = {k: v for k, v in {"data": args.data, "teacher": args.teacher,
-                               "teacher_checkpoint": args.teacher_checkpoint}.items()
-             if v is not None}
-    if args.smoke:
-        flags["smoke"] = True
-    cfg = resolve(DistillConfig, load_params(args.params, "distill"), flags,
-                  parse_overrides(args.overrides))
+    cfg = resolve_cli(DistillConfig, args, "distill", ("data", "teacher", "teacher_checkpoint"))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = run_distillation(cfg, args.out)
     metrics = json.loads((out / "metrics.json").read_text())

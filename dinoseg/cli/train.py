@@ -23,16 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dinoseg.config import load_params, parse_overrides, resolve
+    from dinoseg.config import resolve_cli
     from dinoseg.train.loop import TrainConfig
     from dinoseg.train.run import run_training
 
-    flags = {k: v for k, v in {"data": args.data, "fold": args.fold, "init": args.init}.items()
-             if v is not None}
-    if args.smoke:
-        flags["smoke"] = True
-    cfg = resolve(TrainConfig, load_params(args.params, "train"), flags,
-                  parse_overrides(args.overrides))
+    cfg = resolve_cli(TrainConfig, args, "train", ("data", "fold", "init"))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = run_training(cfg, args.out)
     print(f"checkpoint written to {out}")

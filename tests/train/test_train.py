@@ -139,3 +139,16 @@ def test_mix_exclude_must_name_real_classes(setup):
     bad = replace(cfg, mix_data=cfg.data, mix_exclude=("unicorn",))
     with pytest.raises(InputError, match="unicorn"):
         run_training(bad, tmp / "x")
+
+
+def test_cli_config_layers_params_flags_and_overrides(tmp_path):
+    from argparse import Namespace
+
+    from dinoseg.config import resolve_cli
+
+    (tmp_path / "p.yaml").write_text("train:\n  steps: 5\n  fold: 2\n  lr: 0.1\n")
+    args = Namespace(params=tmp_path / "p.yaml", data=None, fold=1, init=None, smoke=True,
+                     overrides=["lr=0.2"])
+    cfg = resolve_cli(TrainConfig, args, "train", ("data", "fold", "init"))
+    assert (cfg.steps, cfg.fold, cfg.lr, cfg.smoke) == (5, 1, 0.2, True)
+    assert cfg.data == TrainConfig().data  # a flag not given leaves the lower layers
