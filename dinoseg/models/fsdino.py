@@ -24,7 +24,7 @@ from dinoseg.models.conv4d import CorrelationEncoder
 from dinoseg.models.correlation import multilayer_correlation
 from dinoseg.models.decoder import MaskDecoder
 from dinoseg.models.prompts import MetaPromptGenerator
-from dinoseg.models.prototype import masked_average
+from dinoseg.models.prototype import prototype_logits
 
 __all__ = ["FSDINOSegmenter", "SegmenterConfig", "downsample_masks"]
 
@@ -86,16 +86,6 @@ def downsample_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(masks.shape[-2:]) == size:
         return masks
     return F.interpolate(masks, size=size, mode="area").clamp_(0.0, 1.0)
-
-
-def prototype_logits(query: Tensor, support: Tensor, masks: Tensor, temperature: float) -> Tensor:
-    """Foreground log-odds of the fg/bg prototype cosine softmax.
-
-    query: (B, C, h, w); support: (B, K, C, hs, ws); masks: (B, K, hs, ws) -> (B, 1, h, w).
-    """
-    protos = torch.stack([masked_average(support, masks), masked_average(support, 1 - masks)], 1)
-    cos = F.cosine_similarity(query[:, None], protos[:, :, :, None, None], dim=2)  # (B, 2, h, w)
-    return temperature * (cos[:, :1] - cos[:, 1:])
 
 
 class FSDINOSegmenter(nn.Module):

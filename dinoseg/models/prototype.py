@@ -40,6 +40,23 @@ def masked_average(feats: Tensor, weights: Tensor, eps: float = 1e-6) -> Tensor:
     return num / den[:, None]
 
 
+def prototype_logits(query: Tensor, support: Tensor, masks: Tensor, temperature: float) -> Tensor:
+    """Foreground log-odds of the fg/bg prototype cosine softmax:
+    ``t * (cos_fg - cos_bg)``, i.e. ``sigmoid`` of it is ``softmax(t * [cos_fg, cos_bg])[0]``.
+
+    Args:
+        query: (B, C, h, w).
+        support: (B, K, C, hs, ws).
+        masks: (B, K, hs, ws) soft foreground masks on the support grid.
+
+    Returns:
+        (B, 1, h, w) logits.
+    """
+    protos = torch.stack([masked_average(support, masks), masked_average(support, 1 - masks)], 1)
+    cos = F.cosine_similarity(query[:, None], protos[:, :, :, None, None], dim=2)  # (B, 2, h, w)
+    return temperature * (cos[:, :1] - cos[:, 1:])
+
+
 class PrototypeBaseline(nn.Module):
     """Foreground/background prototypes and a cosine-similarity softmax (PANet-style).
 
@@ -76,10 +93,8 @@ class PrototypeBaseline(nn.Module):
             pairs = list(zip(query_feats, support_feats, strict=True))
         probs = []
         for q, s in pairs:
-            _, _, _, hs, ws = s.shape
+            hs, ws = s.shape[-2:]
             fg = masks_to_grid(support_masks, (hs, ws))
-            protos = torch.stack([masked_average(s, fg), masked_average(s, 1.0 - fg)], dim=1)
-            cos = F.cosine_similarity(q[:, None], protos[:, :, :, None, None], dim=2)  # (B,2,h,w)
-            probs.append(torch.softmax(self.temperature * cos, dim=1)[:, :1])
+            probs.append(torch.sigmoid(prototype_logits(q, s, fg, self.temperature)))
         p = torch.stack(probs).mean(0).clamp(1e-6, 1 - 1e-6)
         return torch.log(p) - torch.log1p(-p)
