@@ -49,7 +49,8 @@ def artifact_root(env: Mapping[str, str] | None = None) -> Path:
 def broker_url(env: Mapping[str, str] | None = None) -> str:
     """Celery broker: ``CELERY_BROKER_URL`` or kombu's SQLAlchemy transport over SQLite."""
     env = os.environ if env is None else env
-    return env.get("CELERY_BROKER_URL") or f"sqla+sqlite:///{home(env) / 'celery' / 'broker.sqlite'}"
+    default = f"sqla+sqlite:///{home(env) / 'celery' / 'broker.sqlite'}"
+    return env.get("CELERY_BROKER_URL") or default
 
 
 def result_backend(env: Mapping[str, str] | None = None) -> str:
