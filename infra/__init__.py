@@ -1,0 +1,1 @@
+"""How the services start (Label Studio in its own virtualenv: :mod:`infra.labelstudio`)."""

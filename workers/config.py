@@ -1,0 +1,74 @@
+"""The workers' settings: code defaults <- ``params.yaml`` sections ``workers`` and ``review``.
+
+The params file is ``./params.yaml`` in the worker's working directory (the project root, where
+``dvc repro`` runs too); it is read per task, so an edit applies without a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dinoseg.config import load_params, resolve
+
+PARAMS_FILE = Path("params.yaml")
+
+
+@dataclass
+class WorkerConfig:
+    """``params.yaml: workers``.
+
+    Attributes:
+        model: model spec served by default (a request may name another).
+        fallback_model: served, with a notice, when ``model`` cannot be resolved (no champion).
+        backbone: backbone override ("" = the checkpoint's, else the packaged DINOv2-S).
+        layers: backbone blocks override (empty = the checkpoint's / default).
+        image_size: encoder long side override (0 = the checkpoint's / default).
+        model_check_seconds: how often a worker re-resolves a registry spec (champion alias).
+    """
+
+    model: str = "models:/dinoseg-segmenter@champion"
+    fallback_model: str = "prototype"
+    backbone: str = ""
+    layers: list[int] = field(default_factory=list)
+    image_size: int = 0
+    model_check_seconds: float = 30.0
+
+
+@dataclass
+class ReviewConfig:
+    """``params.yaml: review`` — when a mask goes to annotators and what comes back.
+
+    Attributes:
+        confidence_threshold: a result whose confidence is below this needs review.
+        auto_queue: ``segment`` queues the results that need review itself.
+        project_title: the Label Studio project (created once, found again by title).
+        classes_from: dataset folder whose ``classes.json`` names the brush labels.
+        labels_dir: where synced annotations land (dataset folder format).
+        retrain_after: new labels that queue a ``retrain``.
+        sync_seconds: period of the annotation pull (Celery beat).
+        outbox_seconds: period of the outbox delivery (Celery beat).
+    """
+
+    confidence_threshold: float = 0.9
+    auto_queue: bool = True
+    project_title: str = "dinoseg review"
+    classes_from: str = "../shared/data/camvid"
+    labels_dir: str = "data/labels"
+    retrain_after: int = 10
+    sync_seconds: float = 60.0
+    outbox_seconds: float = 30.0
+
+
+def _section(path: Path, name: str) -> dict[str, object]:
+    return load_params(path, name) if path.is_file() else {}
+
+
+def worker_config(path: Path = PARAMS_FILE) -> WorkerConfig:
+    """Resolved ``workers`` settings (defaults when there is no params file)."""
+    return resolve(WorkerConfig, _section(path, "workers"))
+
+
+def review_config(path: Path = PARAMS_FILE) -> ReviewConfig:
+    """Resolved ``review`` settings (defaults when there is no params file)."""
+    return resolve(ReviewConfig, _section(path, "review"))

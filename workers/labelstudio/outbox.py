@@ -1,0 +1,180 @@
+"""The persistent outbox and ledger of the review loop (one SQLite file, ``runtime.outbox_path()``).
+
+``items``: one row per review item, keyed by its idempotency key (query image hash + model
+version). A row is ``pending`` until Label Studio has the task, then ``delivered`` with the
+task id; the primary key is what makes "never two tasks" hold across retries and processes.
+Delivery is claimed with a short lease so two workers never deliver the same item at once.
+
+``labels``: annotations already written to ``data/labels/`` (annotation id + its update time).
+``counters``: ``labels_since_retrain``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dinoseg import runtime
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    key TEXT PRIMARY KEY, result_id TEXT NOT NULL, payload TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending', task_id INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT, claimed_until REAL NOT NULL DEFAULT 0, created REAL NOT NULL,
+    delivered REAL);
+CREATE TABLE IF NOT EXISTS labels (
+    annotation_id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL, updated_at TEXT NOT NULL,
+    stem TEXT NOT NULL, synced REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+LEASE_SECONDS = 120.0
+
+
+@dataclass
+class Item:
+    """One review item (``payload`` is the Label Studio task JSON)."""
+
+    key: str
+    result_id: str
+    payload: dict[str, Any]
+    state: str
+    task_id: int | None
+    attempts: int
+    last_error: str | None
+
+
+class Outbox:
+    """The outbox database; every method is one short transaction (safe across processes)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path or runtime.outbox_path()
+        runtime.ensure(self.path.parent)
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")  # persistent; readers never block the writer
+            db.executescript(_SCHEMA)
+        finally:
+            db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        finally:
+            db.close()
+
+    def add(self, key: str, result_id: str, payload: dict[str, Any]) -> tuple[Item, bool]:
+        """Insert a pending item unless the key exists; returns (the item, whether it is new)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO items (key, result_id, payload, created) VALUES (?,?,?,?)",
+                (key, result_id, json.dumps(payload), time.time()),
+            )
+            new = cur.rowcount == 1
+        item = self.get(key)
+        if item is None:  # rows are never deleted
+            raise RuntimeError(f"outbox item {key} vanished")
+        return item, new
+
+    def get(self, key: str) -> Item | None:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT key, result_id, payload, state, task_id, attempts, last_error "
+                "FROM items WHERE key = ?",
+                (key,),
+            ).fetchone()
+        if row is None:
+            return None
+        return Item(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6])
+
+    def claim(self, key: str, lease: float = LEASE_SECONDS) -> bool:
+        """Take the delivery of a pending item for ``lease`` seconds (False: delivered/taken)."""
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE items SET claimed_until = ?, attempts = attempts + 1 "
+                "WHERE key = ? AND state = 'pending' AND claimed_until < ?",
+                (now + lease, key, now),
+            )
+            return cur.rowcount == 1
+
+    def delivered(self, key: str, task_id: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE items SET state = 'delivered', task_id = ?, delivered = ?, "
+                "last_error = NULL, claimed_until = 0 WHERE key = ?",
+                (task_id, time.time(), key),
+            )
+
+    def failed(self, key: str, error: str) -> None:
+        """Release the claim and remember why the delivery failed (the item stays pending)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE items SET last_error = ?, claimed_until = 0 WHERE key = ?",
+                (error[:500], key),
+            )
+
+    def pending(self, limit: int = 100) -> list[str]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT key FROM items WHERE state = 'pending' ORDER BY created LIMIT ?", (limit,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def depth(self) -> int:
+        """Items waiting for Label Studio."""
+        with self._tx() as db:
+            return int(db.execute("SELECT COUNT(*) FROM items WHERE state='pending'").fetchone()[0])
+
+    def awaiting_annotation(self) -> int:
+        """Delivered items whose task has no synced annotation yet."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT COUNT(*) FROM items WHERE state = 'delivered' "
+                "AND task_id NOT IN (SELECT task_id FROM labels)"
+            ).fetchone()
+        return int(row[0])
+
+    def label_synced(self, annotation_id: int, updated_at: str) -> bool:
+        """Whether this version of the annotation was written already."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT updated_at FROM labels WHERE annotation_id = ?", (annotation_id,)
+            ).fetchone()
+        return row is not None and row[0] == updated_at
+
+    def record_label(self, annotation_id: int, task_id: int, updated_at: str, stem: str) -> None:
+        """Remember a written annotation and count it toward the next retrain."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO labels VALUES (?,?,?,?,?)",
+                (annotation_id, task_id, updated_at, stem, time.time()),
+            )
+            db.execute(
+                "INSERT INTO counters VALUES ('labels_since_retrain', 1) ON CONFLICT(name) "
+                "DO UPDATE SET value = value + 1"
+            )
+
+    def take_retrain(self, after: int) -> bool:
+        """Reset the label counter and return True when it reached ``after``."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT value FROM counters WHERE name = 'labels_since_retrain'"
+            ).fetchone()
+            if row is None or row[0] < after:
+                return False
+            db.execute("UPDATE counters SET value = 0 WHERE name = 'labels_since_retrain'")
+            return True

@@ -1,0 +1,155 @@
+"""Finished annotations -> ``data/labels/`` (dataset folder format) with provenance.
+
+::
+
+    data/labels/classes.json                 copy of the base dataset's (review.classes_from)
+    data/labels/train/images/<stem>.<ext>    the query image (stem = its sha256[:16])
+    data/labels/train/masks/<stem>.png       class indices; pixels no region covers get the
+                                             base's background_index, else its ignore_index
+    data/labels/provenance/<stem>.json       task id, annotation id, annotator, times, model
+
+The latest submitted (not cancelled) annotation of a task wins; an annotation already written
+in the same version is skipped, an updated one rewrites its files. Regions still carrying the
+placeholder label are not labels; an annotation without any class-labelled pixel is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from dinoseg.data.folder import ClassInfo
+from dinoseg.io import InputError, load_image
+from workers.labelstudio import client as ls
+from workers.labelstudio.convert import annotation_to_label_map
+from workers.labelstudio.review import Review
+
+
+@dataclass
+class SyncReport:
+    """What one sync pass did."""
+
+    new_labels: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"new_labels": self.new_labels, "skipped": self.skipped}
+
+
+def _latest(annotations: list[dict[str, Any]]) -> dict[str, Any] | None:
+    done = [a for a in annotations if not a.get("was_cancelled") and a.get("result") is not None]
+    return max(done, key=lambda a: (a.get("updated_at") or "", a["id"])) if done else None
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def _atomic_png(labels: np.ndarray, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    Image.fromarray(labels, mode="L").save(tmp, format="PNG")
+    os.replace(tmp, dst)
+
+
+def _atomic_json(data: dict[str, Any], dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, dst)
+
+
+def prepare_labels_dir(root: Path, base_classes: Path) -> None:
+    """Create the folder layout and ``classes.json`` (the base dataset's) once."""
+    for sub in ("train/images", "train/masks", "provenance"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    if not (root / "classes.json").is_file():
+        _atomic_copy(base_classes / "classes.json", root / "classes.json")
+
+
+def unlabelled_value(info: ClassInfo) -> int:
+    """Label of pixels no region covers: the background class, else the ignore label."""
+    if info.background_index is not None:
+        return info.background_index
+    if info.ignore_index is not None:
+        return info.ignore_index
+    raise InputError("the base classes.json has neither background_index nor ignore_index")
+
+
+def write_label(
+    root: Path, task: dict[str, Any], ann: dict[str, Any], info: ClassInfo, annotator: str
+) -> str:
+    """Write one annotation's image, mask and provenance; returns the file stem."""
+    data = task["data"]
+    image_path = Path(data["dinoseg_query"])
+    image = load_image(image_path)
+    ids = {name: c for c, name in info.names.items()}
+    labels, placeholders = annotation_to_label_map(
+        ann["result"], ids, image.shape[:2], unlabelled_value(info)
+    )
+    if not np.isin(labels, list(info.names)).any():
+        raise InputError(f"task {task['id']}: no region labelled with a class ({placeholders} "
+                         f"still 'object')")  # fmt: skip
+    stem = str(data["dinoseg_query_sha256"])[:16]
+    for old in (root / "train/images").glob(f"{stem}.*"):
+        old.unlink()  # the same image under another suffix
+    _atomic_png(labels, root / "train/masks" / f"{stem}.png")
+    _atomic_copy(image_path, root / "train/images" / f"{stem}{image_path.suffix.lower()}")
+    _atomic_json({
+        "stem": stem, "task_id": task["id"], "annotation_id": ann["id"], "annotator": annotator,
+        "annotator_id": ann.get("completed_by"), "created_at": ann.get("created_at"),
+        "updated_at": ann.get("updated_at"), "synced_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+        time.gmtime()), "query": str(image_path), "query_sha256": data["dinoseg_query_sha256"],
+        "result_id": data.get("dinoseg_result"), "model_version": _model_version(task),
+        "unlabelled_regions": placeholders,
+    }, root / "provenance" / f"{stem}.json")  # fmt: skip
+    return stem
+
+
+def _model_version(task: dict[str, Any]) -> str | None:
+    preds = task.get("predictions") or []
+    return str(preds[0].get("model_version")) if preds and isinstance(preds[0], dict) else None
+
+
+def _annotator(client: Any, user_id: int | None, cache: dict[int, str]) -> str:
+    if user_id is None:
+        return "unknown"
+    if user_id not in cache:
+        user = ls.call(lambda: client.users.get(user_id))
+        cache[user_id] = str(user.email or user.username or user_id)
+    return cache[user_id]
+
+
+def sync(review: Review, labels_dir: Path) -> SyncReport:
+    """One pull of the project's annotated tasks into ``labels_dir``."""
+    report = SyncReport()
+    users: dict[int, str] = {}
+    info = review.classes()
+    prepare_labels_dir(labels_dir, Path(review.config.classes_from))
+    client = review.connect()
+    project = review.project(client)
+    tasks = ls.call(lambda: list(client.tasks.list(project=project, only_annotated=True,
+                                                   fields="all")))  # fmt: skip
+    for t in tasks:
+        task = t.dict() if hasattr(t, "dict") else dict(t)
+        annotations = task.get("annotations") or []
+        ann = _latest([a if isinstance(a, dict) else a.dict() for a in annotations])
+        if ann is None or review.outbox.label_synced(ann["id"], str(ann.get("updated_at"))):
+            continue
+        try:
+            annotator = _annotator(client, ann.get("completed_by"), users)
+            stem = write_label(labels_dir, task, ann, info, annotator)
+        except (InputError, KeyError) as e:
+            report.skipped.append(f"task {task.get('id')}: {e}")
+            continue
+        review.outbox.record_label(ann["id"], task["id"], str(ann.get("updated_at")), stem)
+        report.new_labels += 1
+    return report
