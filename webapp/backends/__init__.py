@@ -1,0 +1,61 @@
+"""Where a segmentation request runs: in this process, or on the Celery workers.
+
+Both backends speak the workers' JSON contract (see ``workers``): ``segment(request)`` returns
+``{"model_version", "notice", "results": [{"id", "query", "mask", "prob", "confidence",
+"needs_review"}]}`` with mask/prob PNGs in ``runtime.results_dir()/<id>/``, so the page does not
+care which one answered.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Protocol
+
+#: progress callback: (fraction in [0, 1] or None when unknown, description)
+Report = Callable[[float | None, str], None]
+
+
+class BackendError(RuntimeError):
+    """The work could not be done (workers down, timed out, task failed); message for the user."""
+
+
+class Backend(Protocol):
+    """What the page needs from an execution backend."""
+
+    kind: str
+
+    def segment(self, request: dict[str, Any], report: Report) -> dict[str, Any]:
+        """Run ``dinoseg.segment``; raises InputError (bad input) or BackendError."""
+        ...
+
+    def queue_for_review(self, result_id: str) -> dict[str, Any]:
+        """Run ``dinoseg.queue_for_review``: ``{"status", "task_id"}``."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """Run ``dinoseg.status``: model version, review queue depth, Label Studio URL."""
+        ...
+
+
+def no_report(fraction: float | None, desc: str) -> None:
+    """A progress callback that ignores progress."""
+
+
+#: environment variable choosing the backend of `python -m webapp` (``local`` | ``celery``)
+BACKEND_ENV = "DINOSEG_DEMO_BACKEND"
+
+
+def make_backend(kind: str | None = None) -> Backend:
+    """``local`` (in-process) or ``celery`` (the workers); default from ``$DINOSEG_DEMO_BACKEND``,
+    else local."""
+    kind = kind or os.environ.get(BACKEND_ENV) or "local"
+    if kind == "local":
+        from webapp.backends.local import LocalBackend
+
+        return LocalBackend()
+    if kind == "celery":
+        from webapp.backends.celery import CeleryBackend
+
+        return CeleryBackend()
+    raise ValueError(f"unknown backend {kind!r} (local | celery)")

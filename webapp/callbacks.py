@@ -1,0 +1,177 @@
+"""The page's event handlers, free of layout so tests call them without a server.
+
+Each handler takes widget values and returns what the widgets show. Bad input
+(:class:`InputError`) and unavailable services (:class:`BackendError`) become a ``gr.Error``
+with the message only; anything else is logged with its traceback and shown as one line.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, ParamSpec, TypeVar
+
+import gradio as gr
+import numpy as np
+
+from dinoseg import runtime
+from dinoseg.io import InputError
+from webapp import results
+from webapp.backends import Backend, BackendError, Report, no_report
+from webapp.inputs import read_queries, read_supports
+from webapp.uploads import make_request
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def user_errors(fn: Callable[P, T]) -> Callable[P, T]:
+    """Turn exceptions into a one-line ``gr.Error`` (never a stack trace on the page)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (InputError, BackendError) as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        except Exception as e:
+            log.exception("%s failed", fn.__name__)
+            raise gr.Error(
+                f"Something went wrong on the server ({type(e).__name__}); details are in the "
+                "server log.",
+                print_exception=False,
+            ) from None
+
+    return wrapper
+
+
+class Detail(NamedTuple):
+    """The selected result: three images, its summary, its mask download, its index."""
+
+    overlay: np.ndarray | None
+    mask: np.ndarray | None
+    heatmap: np.ndarray | None
+    summary: str
+    download: str | None
+    selected: int | None
+
+
+class Shown(NamedTuple):
+    """Everything a run updates (the app wires its outputs in this order)."""
+
+    views: list[dict[str, Any]]
+    gallery: list[tuple[np.ndarray, str]]
+    table: list[list[Any]]
+    all_masks: list[str]
+    notice: str
+    detail: Detail
+
+
+EMPTY_DETAIL = Detail(None, None, None, "", None, None)
+
+
+def detail(views: Sequence[dict[str, Any]] | None, index: int | None) -> Detail:
+    """The detail panel for ``views[index]`` (empty when there is no such result)."""
+    if not views or index is None or not 0 <= index < len(views):
+        return EMPTY_DETAIL
+    view = views[index]
+    over, mask, heat = results.render(view)
+    return Detail(over, mask, heat, results.describe(view), results.download_file(view), index)
+
+
+class DemoCallbacks:
+    """Handlers bound to one execution backend (shared); user data travels in ``gr.State``."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    @user_errors
+    def run(
+        self,
+        model: str | None,
+        threshold: float | None,
+        queries: str | Sequence[str] | None,
+        editors: Sequence[dict[str, Any] | None],
+        mask_files: Sequence[str | None],
+        report: Report = no_report,
+    ) -> Shown:
+        """Validate the inputs, run ``dinoseg.segment`` and show the first result."""
+        supports = read_supports(editors, mask_files)
+        query_files = read_queries(queries)
+        request, names = make_request(supports, query_files, model=model, threshold=threshold)
+        reply = self.backend.segment(request, report)
+        views = results.views_from_reply(reply, names)
+        if not views:
+            raise BackendError("the workers returned no result")
+        gallery = [(results.render(v)[0], results.caption(v)) for v in views]
+        masks = [results.download_file(v) for v in views]
+        notice = str(reply.get("notice") or "")
+        return Shown(
+            views, gallery, results.table_rows(views), masks, notice, detail(views, 0)
+        )
+
+    @user_errors
+    def select(self, views: list[dict[str, Any]] | None, index: int | None) -> Detail:
+        """Show one result in the detail panel (gallery click or table row)."""
+        return detail(views, index)
+
+    @user_errors
+    def send_to_annotators(self, views: list[dict[str, Any]] | None, index: int | None) -> str:
+        """Queue the selected result for review in Label Studio; returns a message."""
+        if not views or index is None or not 0 <= index < len(views):
+            raise InputError("no result selected: run a segmentation first, then pick a result")
+        view = views[index]
+        reply = self.backend.queue_for_review(view["id"])
+        status = reply.get("status")
+        if status == "queued":
+            return f"{view['name']}: sent to Label Studio (task {reply.get('task_id')})."
+        if status == "duplicate":
+            return f"{view['name']}: already in the review queue (task {reply.get('task_id')})."
+        if status == "outbox":
+            return (
+                f"{view['name']}: Label Studio is not reachable; saved in the outbox, it will "
+                "be delivered when Label Studio is up."
+            )
+        return f"{view['name']}: {reply}"
+
+    def status(self) -> str:
+        """Markdown for the status panel; never raises (a down service is a status)."""
+        try:
+            s = self.backend.status()
+        except (BackendError, InputError) as e:
+            return f"**Workers:** not answering — {e}"
+        except Exception as e:  # the panel must render whatever happens
+            log.exception("status failed")
+            return f"**Workers:** status unavailable ({type(e).__name__})"
+        return status_markdown(s)
+
+
+def status_markdown(s: dict[str, Any]) -> str:
+    """``dinoseg.status`` reply -> one Markdown block."""
+    depth = s.get("review_queue_depth")
+    queue = "unavailable without workers" if depth is None else f"{depth} task(s)"
+    if s.get("outbox_depth"):
+        queue += f" (+{s['outbox_depth']} waiting in the outbox)"
+    url = s.get("label_studio_url") or runtime.label_studio_url()
+    return (
+        f"**Execution:** {s.get('backend', 'Celery workers')} · "
+        f"**Served model:** `{s.get('model_version') or 'none loaded yet'}` · "
+        f"**Review queue:** {queue} · "
+        f"**Label Studio:** [{url}]({url})"
+    )
+
+
+def discover_checkpoints(root: Path = Path("runs"), limit: int = 20) -> list[str]:
+    """Checkpoint directories (``model.safetensors`` + ``config.json``) under ``root``."""
+    if not root.is_dir():
+        return []
+    found = sorted(
+        str(p.parent) for p in root.glob("**/model.safetensors") if (p.parent / "config.json")
+        .is_file()
+    )
+    return found[:limit]
