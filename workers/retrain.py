@@ -8,6 +8,7 @@ output goes to ``runtime.logs_dir()/retrain-<time>.log``; the reply keeps its ta
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,14 @@ from typing import Any
 from dinoseg import runtime
 
 TAIL = 2000
+
+
+def _stage_env() -> dict[str, str]:
+    """The environment for ``dvc repro``: this interpreter's bin first on PATH, because the
+    stages run ``python -m mlops.<stage>`` and must get the worker's virtualenv."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
 
 
 def _dvc() -> str:
@@ -65,7 +74,8 @@ def run_retrain(
         with open(log_path, "wb") as log:
             try:
                 rc = subprocess.run(command, cwd=project, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, timeout=timeout).returncode
+                                    stdin=subprocess.DEVNULL, timeout=timeout,
+                                    env=_stage_env()).returncode
             except subprocess.TimeoutExpired:
                 rc = -9
         seconds = time.monotonic() - t0 - waited
