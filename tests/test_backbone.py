@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_dinov2
 
 from dinoseg.backbone import DinoBackbone, default_layers, load_backbone
 from dinoseg.backbone.packaged import (
@@ -13,6 +12,7 @@ from dinoseg.backbone.packaged import (
     packaged_onnx_path,
     verify_against_onnx,
 )
+from tests.conftest import tiny_dinov2
 
 
 def test_multi_layer_shapes_and_padding(tiny_backbone):

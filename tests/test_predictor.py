@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import blob_image
 
 from dinoseg.io import InputError
 from dinoseg.models.prototype import PrototypeBaseline
 from dinoseg.predictor import FewShotPredictor
+from tests.conftest import blob_image
 
 
 @pytest.fixture

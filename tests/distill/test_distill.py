@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import tiny_dinov2, write_synthetic_dataset
 from safetensors.torch import load_file
 
 from dinoseg.distill.loop import DistillConfig, teacher_content
 from dinoseg.distill.run import run_distillation
 from dinoseg.train.loop import TrainConfig
 from dinoseg.train.run import init_from, run_training
+from tests.conftest import tiny_dinov2, write_synthetic_dataset
 
 
 def _cfg(tmp_path, **kw):

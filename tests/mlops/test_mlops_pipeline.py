@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import COLOURS, tiny_dinov2, write_synthetic_dataset
 from PIL import Image
+
+from tests.conftest import COLOURS, tiny_dinov2, write_synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_synthetic_dataset
 from PIL import Image
 
 from dinoseg.data import EpisodeSampler, FolderDataset
 from dinoseg.io import InputError
 from mlops.episodes import ListedEpisodes
 from mlops.prepare import PrepareConfig, build_train_set, episode_list
+from tests.conftest import write_synthetic_dataset
 
 
 @pytest.fixture(autouse=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 
 import pytest
-from conftest import tiny_dinov2
 
 from dinoseg.io import InputError
 from mlops import registry, tracking
+from tests.conftest import tiny_dinov2
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_dinov2, write_synthetic_dataset
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -18,6 +17,7 @@ from dinoseg.predictor import load_predictor
 from dinoseg.train.loop import TrainConfig, lr_factor
 from dinoseg.train.losses import bce_dice_loss
 from dinoseg.train.run import run_training
+from tests.conftest import tiny_dinov2, write_synthetic_dataset
 
 
 @pytest.fixture
