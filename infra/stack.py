@@ -8,10 +8,20 @@ Services, each with its output in ``runtime.logs_dir()/<name>.log``:
 - ``labelstudio``: when ``.venv-labelstudio`` exists, ``python -m infra.labelstudio start``
   (it starts the server in the background and exits once ``/health`` answers); stopped again
   with ``... stop`` on the way out. Missing credentials are generated once for the local stack.
+- ``mlflow`` (when asked): ``mlflow server`` on loopback over the stack's tracking store
+  (``runtime.tracking_uri()``: the sqlite file in the home, or e.g. a PostgreSQL URI in
+  ``MLFLOW_TRACKING_URI``), artifacts in ``runtime.artifact_root()``; every other service then
+  talks to it over HTTP. Not required: workers keep serving their last good model without it.
+
+``nodes`` > 1 starts several worker processes (``worker-1`` ...), as separate hosts would run
+them (one of them runs the periodic jobs). Every service runs in ``project`` (default: this
+checkout), where the workers read ``params.yaml``.
 
 Embedded defaults: SQLite broker and result backend, sqlite MLflow store, all under
 ``runtime.home()``. Ctrl-C or SIGTERM stops everything (app first, Label Studio last); a
-required service that dies stops the stack with the end of its log.
+required service that dies stops the stack with the end of its log. What is up is written to
+``runtime.home()/stack.json`` (``python -m infra.stack status`` reads it and checks health).
+Passwords inside service URLs are never printed.
 """
 
 from __future__ import annotations
@@ -24,13 +34,23 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dinoseg import runtime
-from infra.supervisor import ROOT, Service, StackError, Supervisor, port_busy
+from infra.supervisor import (
+    ROOT,
+    Service,
+    StackError,
+    Supervisor,
+    health_report,
+    port_busy,
+    redact,
+)
 
 LABEL_STUDIO_VENV = ROOT / ".venv-labelstudio"
-__all__ = ["StackConfig", "StackError", "labelstudio_env", "plan", "run_stack"]
+MLFLOW_PORT = 5000
+__all__ = ["StackConfig", "StackError", "labelstudio_env", "mlflow_service", "plan", "run_stack"]
 
 
 class _Stop(Exception):
@@ -46,6 +66,10 @@ class StackConfig:
     workers: int = 1
     in_process: bool = False  # --no-worker: the app runs the model itself
     labelstudio: bool | None = None  # None: when .venv-labelstudio exists
+    mlflow: bool = False  # start an MLflow server on loopback over the tracking store
+    mlflow_port: int = MLFLOW_PORT
+    nodes: int = 1  # separate worker processes (each with ``workers`` pool processes)
+    project: Path | None = None  # working folder of the services (default: this checkout)
 
 
 def labelstudio_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -68,6 +92,54 @@ def labelstudio_env(env: Mapping[str, str]) -> dict[str, str]:
     return creds
 
 
+def mlflow_url(cfg: StackConfig) -> str:
+    return f"http://127.0.0.1:{cfg.mlflow_port}"
+
+
+def mlflow_service(cfg: StackConfig, env: Mapping[str, str]) -> Service:
+    """``mlflow server`` on loopback over the tracking store of ``env``.
+
+    The store URI (it may hold a database password) goes through the environment
+    (``MLFLOW_BACKEND_STORE_URI``), never on the command line; the server's job runner is off.
+    """
+    store = runtime.tracking_uri(env)
+    if store.startswith(("http://", "https://")):
+        raise StackError(f"MLFLOW_TRACKING_URI={redact(store)} is a server already; unset it "
+                         "(or point it at a database) to have the stack start MLflow")  # fmt: skip
+    if store.startswith("sqlite:///"):
+        runtime.ensure(Path(store.removeprefix("sqlite:///")).parent)
+    url = mlflow_url(cfg)
+    argv = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+            "--port", str(cfg.mlflow_port), "--workers", "1"]  # fmt: skip
+    server_env = {
+        "MLFLOW_BACKEND_STORE_URI": store,
+        "MLFLOW_TRACKING_URI": store,
+        "MLFLOW_ARTIFACTS_DESTINATION": str(runtime.ensure(runtime.artifact_root(env))),
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no job-runner processes
+    }
+    return Service("mlflow", argv, health_url=url + "/health", url=url, required=False,
+                   env=server_env)  # fmt: skip
+
+
+def worker_services(cfg: StackConfig, env: Mapping[str, str], beat: bool) -> list[Service]:
+    """``cfg.nodes`` Celery worker processes; the first also runs the periodic jobs."""
+    py = sys.executable
+    nodes = max(1, cfg.nodes)
+    threads = str(max(1, (os.cpu_count() or 1) // (max(1, cfg.workers) * nodes)))
+    services = []
+    for i in range(1, nodes + 1):
+        name, host = ("worker", "dinoseg@%h") if nodes == 1 else (f"worker-{i}", f"dinoseg-{i}@%h")
+        argv = [py, "-m", "celery", "-A", "workers.app", "worker", "--loglevel", "INFO",
+                "--concurrency", str(max(1, cfg.workers)), "--hostname", host]  # fmt: skip
+        if beat and i == 1:  # periodic annotation sync and outbox delivery, once per stack
+            argv += ["-B", "--schedule", str(runtime.home(env) / "celery" / "beat-schedule")]
+        services.append(Service(
+            name, argv, ready_line=" ready.",  # celery: "celery@host ready."
+            env={"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", threads)},
+        ))  # fmt: skip
+    return services
+
+
 def plan(cfg: StackConfig, env: Mapping[str, str]) -> list[Service]:
     """The services for ``cfg`` in start order."""
     py = sys.executable
@@ -81,17 +153,10 @@ def plan(cfg: StackConfig, env: Mapping[str, str]) -> list[Service]:
             stop_argv=[*ls, "stop"], url=url,
             log="labelstudio-start.log",  # the server itself logs to labelstudio.log
         ))  # fmt: skip
+    if cfg.mlflow:
+        services.append(mlflow_service(cfg, env))
     if not cfg.in_process:
-        worker = [py, "-m", "celery", "-A", "workers.app", "worker", "--loglevel", "INFO",
-                  "--concurrency", str(max(1, cfg.workers)), "--hostname", "dinoseg@%h"]
-        if with_ls:  # periodic annotation sync and outbox delivery
-            beat = runtime.home(env) / "celery" / "beat-schedule"
-            worker += ["-B", "--schedule", str(beat)]
-        threads = str(max(1, (os.cpu_count() or 1) // max(1, cfg.workers)))
-        services.append(Service(
-            "worker", worker, ready_line=" ready.",  # celery: "celery@host ready."
-            env={"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", threads)},
-        ))  # fmt: skip
+        services += worker_services(cfg, env, beat=with_ls)
     probe = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
     url = f"http://{probe}:{cfg.port}"
     backend = "local" if cfg.in_process else "celery"
@@ -105,12 +170,14 @@ def _raise_stop(signum: int, frame: Any) -> None:
 
 
 def banner(sup: Supervisor, cfg: StackConfig, env: Mapping[str, str]) -> str:
-    """What is up and where, printed once the app (and the worker) answer."""
+    """What is up and where, printed once the app (and the worker) answer (no passwords)."""
     by_name = {s.name: s for s in sup.services}
     lines = ["dinoseg demo is up:", f"  app           {by_name['app'].url}"]
-    if "worker" in by_name:
-        lines.append(f"  workers       {cfg.workers} Celery process(es), broker "
-                     f"{runtime.broker_url(env)}")  # fmt: skip
+    nodes = [s for s in sup.services if s.name.startswith("worker")]
+    if nodes:
+        where = "" if len(nodes) == 1 else f" in each of {len(nodes)} workers"
+        lines.append(f"  workers       {cfg.workers} Celery process(es){where}, broker "
+                     f"{redact(runtime.broker_url(env))}")  # fmt: skip
     else:
         lines.append("  workers       none: the app runs the model in-process (--no-worker)")
     ls = by_name.get("labelstudio")
@@ -122,8 +189,13 @@ def banner(sup: Supervisor, cfg: StackConfig, env: Mapping[str, str]) -> str:
         lines.append(f"  Label Studio  {ls.url} starting (about a minute the first time)")
     else:
         lines.append(label_studio_line(ls, env))
-    lines += [f"  MLflow store  {runtime.tracking_uri(env)}", f"  logs          {sup.logs}",
-              "Press Ctrl-C to stop."]  # fmt: skip
+    ml = by_name.get("mlflow")
+    if ml is not None:
+        store = redact(ml.env["MLFLOW_BACKEND_STORE_URI"])
+        lines.append(f"  MLflow        {ml.url} (store {store})")
+    else:
+        lines.append(f"  MLflow store  {redact(runtime.tracking_uri(env))}")
+    lines += [f"  logs          {sup.logs}", "Press Ctrl-C to stop."]
     return "\n".join(lines)
 
 
@@ -133,6 +205,17 @@ def label_studio_line(s: Service, env: Mapping[str, str]) -> str:
     return f"  Label Studio  {s.url}{login}"
 
 
+def stack_env(cfg: StackConfig, env: Mapping[str, str]) -> dict[str, str]:
+    """The children's environment: one absolute home, Label Studio credentials, and the
+    checkout importable when the services run in another project folder."""
+    out = dict(env)
+    out["DINOSEG_HOME"] = str(runtime.home(out))  # every child agrees on one absolute home
+    out.update(labelstudio_env(out))  # the worker talks to Label Studio with the same token
+    if cfg.project is not None and Path(cfg.project).resolve() != ROOT:
+        out["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), out.get("PYTHONPATH")) if p)
+    return out
+
+
 def run_stack(
     cfg: StackConfig,
     env: Mapping[str, str] | None = None,
@@ -140,12 +223,15 @@ def run_stack(
     startup_timeout_s: float = 300.0,
 ) -> int:
     """Start the stack and supervise it until Ctrl-C / SIGTERM; returns the exit status."""
-    env = dict(os.environ if env is None else env)
-    env["DINOSEG_HOME"] = str(runtime.home(env))  # every child agrees on one absolute home
-    env.update(labelstudio_env(env))  # the worker talks to Label Studio with the same token
+    env = stack_env(cfg, os.environ if env is None else env)
     if port_busy("127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host, cfg.port):
         raise StackError(f"port {cfg.port} is already in use; pass --port")
-    sup = Supervisor(plan(cfg, env), env, say)
+    if cfg.mlflow and port_busy("127.0.0.1", cfg.mlflow_port):
+        raise StackError(f"port {cfg.mlflow_port} (MLflow) is already in use")
+    services = plan(cfg, env)
+    if cfg.mlflow:  # everyone else goes through the server
+        env["MLFLOW_TRACKING_URI"] = mlflow_url(cfg)
+    sup = Supervisor(services, env, say, cwd=cfg.project or ROOT)
     # explicit handlers: a process started in the background inherits an ignored SIGINT
     old = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -161,15 +247,24 @@ def run_stack(
         try:
             sup.stop()
         finally:
+            sup.write_status(status_path(env), running=False)
             for sig, handler in old.items():
                 signal.signal(sig, handler)
     return 1  # not reached: _supervise returns only by raising
 
 
+def status_path(env: Mapping[str, str] | None = None) -> Path:
+    """Where the running stack describes itself (``python -m infra.stack status``)."""
+    return runtime.home(env) / "stack.json"
+
+
 def _supervise(sup: Supervisor, cfg: StackConfig, env: Mapping[str, str], timeout_s: float) -> None:
-    """Poll until interrupted: print the banner once up, Label Studio when it answers."""
+    """Poll until interrupted: print the banner once up, Label Studio when it answers; keep
+    ``stack.json`` current."""
     deadline, up = time.monotonic() + timeout_s, False
+    sup.write_status(status_path(env))
     while True:
+        known = (set(sup.ready), set(sup.procs))
         newly = sup.poll()
         waiting = sup.starting()
         if not waiting and not up:
@@ -179,7 +274,29 @@ def _supervise(sup: Supervisor, cfg: StackConfig, env: Mapping[str, str], timeou
             for s in newly:
                 if s.name == "labelstudio":
                     sup.say(label_studio_line(s, env).strip())
+                elif s.name == "mlflow":
+                    sup.say(f"MLflow is up: {s.url}")
+        if (set(sup.ready), set(sup.procs)) != known:
+            sup.write_status(status_path(env))
         if waiting and time.monotonic() > deadline:
             names = ", ".join(waiting)
             raise StackError(f"{names} not ready after {timeout_s:.0f} s; see {sup.logs}")
         time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m infra.stack status``: the services of the running stack and their health
+    (exit 0 when every one is running and healthy)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m infra.stack", description=main.__doc__)
+    parser.add_argument("command", choices=["status"])
+    parser.parse_args(argv)
+    path = status_path()
+    report = health_report(path)
+    print(report.text)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -29,9 +29,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-labelstudio", action="store_true", help="do not start Label Studio even if installed"
     )
+    p.add_argument(
+        "--mlflow",
+        action="store_true",
+        help="also start an MLflow server on loopback over the tracking store "
+        "(MLFLOW_TRACKING_URI or $DINOSEG_HOME/mlflow.db); the services then use it",
+    )
+    p.add_argument("--mlflow-port", type=int, default=5000, help="its port (default: 5000)")
+    p.add_argument(
+        "--project",
+        default=None,
+        metavar="DIR",
+        help="project folder the services run in (its params.yaml; default: this checkout)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from dinoseg.io import InputError
     from infra.stack import StackConfig, StackError, run_stack
 
@@ -39,12 +54,17 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.project is not None and not (Path(args.project) / "params.yaml").is_file():
+        raise InputError(f"--project {args.project}: no params.yaml there")
     cfg = StackConfig(
         host=args.host,
         port=args.port,
         workers=args.workers,
         in_process=args.no_worker,
         labelstudio=False if args.no_labelstudio else None,
+        mlflow=args.mlflow,
+        mlflow_port=args.mlflow_port,
+        project=None if args.project is None else Path(args.project).resolve(),
     )
     try:
         return run_stack(cfg, say=lambda line: print(line, flush=True))

@@ -55,7 +55,11 @@ def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "result_backend": backend,
         "broker_transport_options": _transport_options(broker, env),
         "broker_connection_retry_on_startup": True,
-        "database_engine_options": {"connect_args": {"timeout": 30}},
+        # SQLite waits on a locked file instead of failing (a sqlite-only option: PostgreSQL
+        # result backends, db+postgresql+psycopg2://, would refuse it)
+        "database_engine_options": (
+            {"connect_args": {"timeout": 30}} if _sqlite_file(backend) is not None else {}
+        ),
         "database_short_lived_sessions": True,
         "task_serializer": "json",
         "result_serializer": "json",

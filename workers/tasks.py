@@ -82,10 +82,24 @@ def segment(self: ServingTask, request: dict[str, Any]) -> dict[str, Any]:
     config = review_config()
     reply = run_segment(request, self.holder, config.confidence_threshold)
     if config.auto_queue:
+        review = None
         for r in reply["results"]:
             if r["needs_review"]:
-                queue_for_review.delay(r["id"])
+                review = review or _review()
+                rv.enqueue(review, r["id"])  # in the outbox first: durable whatever happens next
+                _send_or_leave_in_outbox(r["id"])
     return reply
+
+
+def _send_or_leave_in_outbox(result_id: str) -> None:
+    """Ask a worker to deliver the review item now; with the broker unreachable the item
+    simply waits in the outbox for the periodic ``flush_outbox`` (the result is not failed)."""
+    from kombu.exceptions import OperationalError
+
+    try:
+        queue_for_review.delay(result_id)
+    except (OperationalError, ConnectionError) as e:
+        log.warning("broker unreachable (%s): review item %s waits in the outbox", e, result_id)
 
 
 @app.task(name="dinoseg.queue_for_review", soft_time_limit=60, time_limit=90, **RETRY)

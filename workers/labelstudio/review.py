@@ -93,6 +93,15 @@ def deliver(review: Review, key: str) -> tuple[str, int | None]:
     return status, task_id
 
 
+def enqueue(review: Review, rid: str) -> str:
+    """Put result ``rid`` into the outbox without delivering it (``flush`` or ``queue`` will);
+    returns its key. Durable at once: nothing is lost if the broker is down right now."""
+    meta = store.read_meta(rid)
+    key = review_key(meta)
+    review.outbox.add(key, rid, build_task(rid, meta))
+    return key
+
+
 def queue(review: Review, rid: str) -> dict[str, Any]:
     """Queue result ``rid`` for review; ``{"status", "task_id", "key"}``."""
     meta = store.read_meta(rid)

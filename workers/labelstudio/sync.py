@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -26,11 +27,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from dinoseg import runtime
 from dinoseg.data.folder import ClassInfo
 from dinoseg.io import InputError, load_image
 from workers.labelstudio import client as ls
 from workers.labelstudio.convert import annotation_to_label_map
 from workers.labelstudio.review import Review
+
+_HEX = re.compile(r"[0-9a-f]{16,64}")
 
 
 @dataclass
@@ -89,7 +93,7 @@ def write_label(
 ) -> str:
     """Write one annotation's image, mask and provenance; returns the file stem."""
     data = task["data"]
-    image_path = Path(data["dinoseg_query"])
+    image_path, stem = _task_query(task)
     image = load_image(image_path)
     ids = {name: c for c, name in info.names.items()}
     labels, placeholders = annotation_to_label_map(
@@ -98,7 +102,6 @@ def write_label(
     if not np.isin(labels, list(info.names)).any():
         raise InputError(f"task {task['id']}: no region labelled with a class ({placeholders} "
                          f"still 'object')")  # fmt: skip
-    stem = str(data["dinoseg_query_sha256"])[:16]
     for old in (root / "train/images").glob(f"{stem}.*"):
         old.unlink()  # the same image under another suffix
     _atomic_png(labels, root / "train/masks" / f"{stem}.png")
@@ -112,6 +115,22 @@ def write_label(
         "unlabelled_regions": placeholders,
     }, root / "provenance" / f"{stem}.json")  # fmt: skip
     return stem
+
+
+def _task_query(task: dict[str, Any]) -> tuple[Path, str]:
+    """The task's query image (it must lie in the uploads folder) and the label's file stem
+    (its hash prefix). Task data can be edited in Label Studio: nothing in it may name a file
+    elsewhere or put a path into the stem."""
+    data = task["data"]
+    uploads = runtime.uploads_dir().resolve()
+    query = data.get("dinoseg_query")
+    path = Path(query).resolve() if isinstance(query, str) and query else None
+    if path is None or not path.is_relative_to(uploads):
+        raise InputError(f"task {task.get('id')}: query {query!r} is not in the uploads folder")
+    sha = data.get("dinoseg_query_sha256")
+    if not isinstance(sha, str) or not _HEX.fullmatch(sha):
+        raise InputError(f"task {task.get('id')}: bad dinoseg_query_sha256 {str(sha)[:80]!r}")
+    return path, sha[:16]
 
 
 def _model_version(task: dict[str, Any]) -> str | None:

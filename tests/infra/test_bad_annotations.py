@@ -1,0 +1,133 @@
+"""Bad Label Studio annotations on their way to ``data/labels`` (the sync's ``write_label``):
+malformed RLE, regions of another size, unknown or placeholder-only labels, an empty
+annotation, and task data that points outside the uploads folder or puts a path into a file
+name (task data is editable by anyone with access to the Label Studio project).
+
+Each is an :class:`InputError` (the sync skips the task and reports why) and nothing is
+written. RLE decoding alone is covered in tests/workers/test_parts.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dinoseg.io import InputError
+from tests.workers.conftest import blob
+
+H, W = 84, 112
+
+
+@pytest.fixture
+def labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """(labels root, uploads folder with a good and a corrupt query, class info)."""
+    from dinoseg.data.folder import read_classes
+    from workers.labelstudio.sync import prepare_labels_dir
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("DINOSEG_HOME", str(home))
+    uploads = home / "uploads"
+    uploads.mkdir(parents=True)
+    Image.fromarray(blob(H, W, seed=3)[0]).save(uploads / "query.png")
+    (uploads / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    Image.fromarray(blob(H, W, seed=4)[0]).save(tmp_path / "outside.png")
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "classes.json").write_text(
+        json.dumps({"classes": {"0": "road", "1": "car"}, "ignore_index": 255})
+    )
+    root = tmp_path / "labels"
+    prepare_labels_dir(root, base)
+    return root, uploads, read_classes(base)
+
+
+def _region(label: str = "car", shape: tuple[int, int] = (H, W)) -> dict[str, Any]:
+    from workers.labelstudio.convert import mask_to_result
+
+    mask = np.zeros(shape, bool)
+    mask[10:40, 20:60] = True
+    return mask_to_result(mask, label)
+
+
+def _task(uploads: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    from workers import store
+
+    path = uploads / "query.png"
+    data = {"dinoseg_query": str(path), "dinoseg_query_sha256": store.file_sha256(path)}
+    return {"id": 5, "data": data}, {"id": 9, "result": [_region()]}
+
+
+def _rle(change: Callable[[list[int]], list[int]]) -> Callable[..., None]:
+    def apply(task: dict, ann: dict, uploads: Path, tmp: Path) -> None:
+        region = ann["result"][0]
+        region["value"]["rle"] = change(region["value"]["rle"])
+
+    return apply
+
+
+def _data(key: str, value: Callable[[Path, Path], Any]) -> Callable[..., None]:
+    def apply(task: dict, ann: dict, uploads: Path, tmp: Path) -> None:
+        task["data"][key] = value(uploads, tmp)
+
+    return apply
+
+
+def _result(regions: Callable[[], list]) -> Callable[..., None]:
+    def apply(task: dict, ann: dict, uploads: Path, tmp: Path) -> None:
+        ann["result"] = regions()
+
+    return apply
+
+
+CASES = [
+    ("truncated RLE", _rle(lambda r: r[:8]), "malformed RLE"),
+    ("RLE of another size", _rle(lambda r: [0, 0, 0, 9, *r[4:]]), "declares 9 values"),
+    ("RLE not bytes", _rle(lambda r: [*r[:6], 999]), "not a list of bytes"),
+    ("region of another size", _result(lambda: [_region(shape=(H + 2, W))]), "brush region is"),
+    ("unknown label", _result(lambda: [_region("tree")]), "unknown label 'tree'"),
+    ("only the placeholder label", _result(lambda: [_region("object")]),
+     "no region labelled with a class"),
+    ("empty annotation", _result(list), "no region labelled with a class"),
+    ("query outside uploads", _data("dinoseg_query", lambda u, t: str(t / "outside.png")),
+     "not in the uploads folder"),
+    ("query via ..", _data("dinoseg_query", lambda u, t: str(u / ".." / ".." / "outside.png")),
+     "not in the uploads folder"),
+    ("query not a string", _data("dinoseg_query", lambda u, t: ["x"]), "not in the uploads"),
+    ("path in the hash", _data("dinoseg_query_sha256", lambda u, t: "../../../../tmp/evil"),
+     "bad dinoseg_query_sha256"),
+    ("corrupt query image", _data("dinoseg_query", lambda u, t: str(u / "corrupt.png")),
+     "not a readable image"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "change", "message"), CASES, ids=[c[0] for c in CASES])
+def test_bad_annotation_is_refused_and_writes_nothing(labels, tmp_path, case: str,
+                                                      change, message: str) -> None:  # fmt: skip
+    from workers.labelstudio.sync import write_label
+
+    root, uploads, info = labels
+    task, ann = _task(uploads)
+    change(task, ann, uploads, tmp_path)
+    with pytest.raises(InputError, match=message):
+        write_label(root, task, ann, info, "annotator@dinoseg.test")
+    written = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert written == ["classes.json"]
+    assert not list(Path("/tmp").glob("evil*"))
+
+
+def test_good_annotation_writes_image_mask_and_provenance(labels) -> None:
+    from workers.labelstudio.sync import write_label
+
+    root, uploads, info = labels
+    task, ann = _task(uploads)
+    stem = write_label(root, task, ann, info, "annotator@dinoseg.test")
+    mask = np.asarray(Image.open(root / "train/masks" / f"{stem}.png"))
+    assert mask.shape == (H, W) and set(np.unique(mask)) == {1, 255}  # car, unlabelled=ignore
+    assert (root / "train/images" / f"{stem}.png").is_file()
+    assert json.loads((root / "provenance" / f"{stem}.json").read_text())["task_id"] == 5
