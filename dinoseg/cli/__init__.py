@@ -21,6 +21,7 @@ COMMANDS = {
     "train": "dinoseg.cli.train",
     "distill": "dinoseg.cli.distill",
     "models": "dinoseg.cli.models",
+    "aerial": "dinoseg.cli.aerial",
     "split": "dinoseg.cli.split",
 }
 PLUGIN_GROUP = "dinoseg.commands"

@@ -1,0 +1,126 @@
+"""The one place aerial methods are built from a config (a registry of builders).
+
+``build_method(cfg, supports, class_names)`` loads what the config names (few-shot model and
+backbone through :func:`dinoseg.predictor.load_predictor`, DINOv2, SAM, SegFormer); the
+``backbone`` / ``sam`` / ``segformer_model`` arguments replace them (tests, long-lived
+services).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from dinoseg.aerial.features import Supports, TileEncoder
+from dinoseg.aerial.methods.base import AerialMethod
+from dinoseg.backbone import DEFAULT_BACKBONE, DinoBackbone, load_backbone
+from dinoseg.io import InputError
+
+if TYPE_CHECKING:
+    from dinoseg.aerial.pipeline import AerialConfig
+
+
+@dataclass
+class Parts:
+    """What a builder gets: the config, the supports, the class names and given models."""
+
+    cfg: AerialConfig
+    supports: Supports | None
+    class_names: list[str]
+    backbone: DinoBackbone | None = None
+    sam: Any = None
+    segformer_model: Any = None
+
+    def dino(self) -> TileEncoder:
+        """The DINOv2 of k-means / sam-match (block ``feature_layer``) at the tiles' scale."""
+        backbone = self.backbone
+        if backbone is None:
+            try:
+                backbone = load_backbone(
+                    self.cfg.backbone or DEFAULT_BACKBONE, layers=(self.cfg.feature_layer,)
+                )
+            except ValueError as e:
+                raise InputError(str(e)) from e
+        return TileEncoder(backbone, scale=self.cfg.scale)
+
+    def need_supports(self, why: str) -> Supports:
+        if self.supports is None or not self.supports.images:
+            raise InputError(f"{why} needs support tiles (--support IMG MASK)")
+        return self.supports
+
+
+def _fewshot(p: Parts) -> AerialMethod:
+    from dinoseg.aerial.methods.fewshot import FewShotMethod
+
+    supports = p.need_supports("the few-shot method")
+    if p.backbone is None:
+        from dinoseg.predictor import load_predictor
+
+        predictor = load_predictor(p.cfg.model, backbone=p.cfg.backbone or None)
+        model, backbone = predictor.model, predictor.backbone
+    elif p.cfg.model == "prototype":
+        from dinoseg.models.prototype import PrototypeBaseline
+
+        model, backbone = PrototypeBaseline(), p.backbone
+    else:
+        from dinoseg.checkpoint import load_checkpoint
+
+        model, backbone = load_checkpoint(p.cfg.model)[0], p.backbone
+    return FewShotMethod(
+        model, TileEncoder(backbone, scale=p.cfg.scale), supports,
+        unknown_threshold=p.cfg.unknown_threshold, tiles=p.cfg.tiles,
+    )
+
+
+def _kmeans(p: Parts) -> AerialMethod:
+    from dinoseg.aerial.methods.kmeans import KMeansMethod
+
+    return KMeansMethod(
+        p.dino(), k=p.cfg.k, supports=p.supports, fit_tiles=p.cfg.fit_tiles, seed=p.cfg.seed,
+        tiles=p.cfg.tiles,
+    )
+
+
+def _sam_match(p: Parts) -> AerialMethod:
+    from dinoseg.aerial.methods.sam_match import SamMatchMethod
+    from dinoseg.aerial.sam import load_sam, mask_generator
+
+    supports = p.need_supports("sam-match (to name the masks)")
+    cfg = p.cfg
+    generator = mask_generator(
+        p.sam if p.sam is not None else load_sam(cfg.sam_model, cfg.sam_checkpoint or None),
+        prompts=cfg.sam_prompts, points_per_side=cfg.points_per_side,
+        pred_iou_thresh=cfg.pred_iou_thresh, stability_score_thresh=cfg.stability_thresh,
+    )
+    return SamMatchMethod(p.dino(), generator, supports, tiles=cfg.tiles)
+
+
+def _segformer(p: Parts) -> AerialMethod:
+    from dinoseg.aerial.methods.segformer import SegformerMethod, load_segformer
+
+    model = p.segformer_model if p.segformer_model is not None else load_segformer(
+        p.cfg.segformer
+    )
+    return SegformerMethod(model, p.class_names, scale=p.cfg.scale, tiles=p.cfg.tiles)
+
+
+METHOD_BUILDERS: Mapping[str, Callable[[Parts], AerialMethod]] = MappingProxyType(
+    {"fewshot": _fewshot, "kmeans": _kmeans, "sam-match": _sam_match, "segformer": _segformer}
+)
+
+
+def build_method(
+    cfg: AerialConfig,
+    supports: Supports | None,
+    class_names: list[str],
+    *,
+    backbone: DinoBackbone | None = None,
+    sam: Any = None,
+    segformer_model: Any = None,
+) -> AerialMethod:
+    """The method ``cfg.method`` names (see the module docstring)."""
+    cfg.check()
+    parts = Parts(cfg, supports, list(class_names), backbone, sam, segformer_model)
+    return METHOD_BUILDERS[cfg.method](parts)
