@@ -176,6 +176,7 @@ def blend_tiles(
         carry = (acc[:, nxt:].copy(), wsum[nxt:].copy()) if nxt < th else None
         acc[:, :nxt] /= wsum[None, :nxt]
         emit(y, acc[:, :nxt])
+        del acc, wsum  # one band alive at a time
         done += len(grid.xs)
         if progress is not None:
             progress(done, grid.count)
