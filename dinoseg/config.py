@@ -31,12 +31,36 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
             return type(default)(value)
         if isinstance(default, (list, tuple)):
             if isinstance(value, str):
-                value = [v for v in value.replace(",", " ").split() if v]
+                value = _yaml_list(value)
             inner = type(default[0]) if default else str
             return type(default)(inner(v) for v in value)
+        if isinstance(default, dict) and isinstance(value, str):
+            value = _yaml_value(value)
+            if not isinstance(value, dict):
+                raise ValueError(value)
     except (TypeError, ValueError) as e:
         raise InputError(f"config {key}={value!r}: expected {type(default).__name__}") from e
     return value
+
+
+def _yaml_value(text: str) -> Any:
+    """A YAML flow value from the command line (``[a, b]``, ``{k: 1}``)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(text) from e
+
+
+def _yaml_list(text: str) -> list[Any]:
+    """``a,b`` / ``a b`` / ``[a, b]`` (YAML) -> a list."""
+    if text.lstrip().startswith("["):
+        value = _yaml_value(text)
+        if not isinstance(value, list):
+            raise ValueError(text)
+        return value
+    return [v for v in text.replace(",", " ").split() if v]
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, str]:

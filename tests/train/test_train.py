@@ -114,6 +114,18 @@ def test_layered_config():
         resolve(TrainConfig, {"steps": "many"})
 
 
+def test_command_line_lists_and_mappings_in_yaml_syntax():
+    over = parse_overrides(["mix_exclude=[person, car]", "layers=[8, 10]",
+                            "extra={prototype_residual: true, corr_strides: [4, 2, 2]}"])
+    cfg = resolve(TrainConfig, over)
+    assert cfg.mix_exclude == ("person", "car") and cfg.layers == (8, 10)
+    assert cfg.extra == {"prototype_residual": True, "corr_strides": [4, 2, 2]}
+    assert resolve(TrainConfig, {"mix_exclude": "person"}).mix_exclude == ("person",)
+    for bad in ({"extra": "[1, 2]"}, {"extra": "{a: [1"}, {"layers": "[8, ten]"}):
+        with pytest.raises(InputError, match="expected"):
+            resolve(TrainConfig, bad)
+
+
 def test_mixed_data_episodes_draw_from_both_sources(setup):
     from dinoseg.backbone import load_backbone
     from dinoseg.data import FolderDataset
