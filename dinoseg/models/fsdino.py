@@ -54,6 +54,11 @@ class SegmenterConfig:
     # starting at 0 — the model starts as the training-free baseline and learns corrections.
     prototype_residual: bool = False
     prototype_temperature: float = 20.0
+    # True: the decoder sees only support-query similarity (dense prompt + correlation), not
+    # the adapted query features nor prototype tokens (only the learned token embeddings) —
+    # class-agnostic inputs, HSNet's remedy for base-class over-fitting
+    # (docs/training-notes.md measures both).
+    similarity_only: bool = False
 
     def __post_init__(self) -> None:
         self.corr_channels = tuple(int(c) for c in self.corr_channels)
@@ -175,10 +180,13 @@ class FSDINOSegmenter(nn.Module):
         masks = downsample_masks(support_masks, (hs, ws)).to(query_feats[0].dtype)
         layer = self.config.embed_layer
         query, support = query_feats[layer], support_feats[layer]
-        image_embed = self.adapter(query)  # (B, E, h, w)
         dense, sparse = self.prompts(query, support, masks)  # (B, E, h, w), (B, N, E)
-        corr_embed = self.correlation_embedding(query_feats, support_feats, masks)
-        logits: Tensor = self.decoder(image_embed + dense + corr_embed, sparse)
+        embed = dense + self.correlation_embedding(query_feats, support_feats, masks)
+        if self.config.similarity_only:
+            sparse = self.prompts.token_type.expand(sparse.shape[0], -1, -1)
+        else:
+            embed = embed + self.adapter(query)  # (B, E, h, w)
+        logits: Tensor = self.decoder(embed, sparse)
         if self.gate is None:
             return logits
         prior = prototype_logits(query, support, masks, self.config.prototype_temperature)

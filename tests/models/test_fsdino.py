@@ -331,3 +331,29 @@ def test_prototype_residual_starts_as_the_baseline():
     base = torch.nn.functional.interpolate(base, size=ours.shape[-2:], mode="bilinear")
     torch.testing.assert_close(torch.sigmoid(ours), torch.sigmoid(base), atol=2e-3, rtol=0)
     assert model.gate is not None and model.gate.requires_grad
+
+
+def test_similarity_only_output_depends_only_on_similarity():
+    """similarity_only=True: the decoder sees support-query similarity, not the features
+    themselves, so rotating every feature vector (query and support alike) by the same
+    orthogonal matrix leaves the output unchanged; with the embedding it changes."""
+    torch.manual_seed(0)
+    b, k, c, h, w = 1, 1, TINY_C, 5, 6
+    q = [torch.randn(b, c, h, w) for _ in range(TINY_L)]
+    s = [torch.randn(b, k, c, h, w) for _ in range(TINY_L)]
+    m = (torch.rand(b, k, h * PATCH, w * PATCH) > 0.5).float()
+    rot, _ = torch.linalg.qr(torch.randn(c, c))
+
+    def rotate(x: Tensor) -> Tensor:
+        return torch.einsum("dc,...chw->...dhw", rot, x)
+
+    outputs = {}
+    for flag in (True, False):
+        torch.manual_seed(1)
+        model = build_segmenter("fsdino-tiny", similarity_only=flag).eval()
+        with torch.no_grad():
+            plain = model(q, s, m)
+            turned = model([rotate(x) for x in q], [rotate(x) for x in s], m)
+        outputs[flag] = (plain - turned).abs().max().item()
+    assert outputs[True] < 1e-4
+    assert outputs[False] > 1e-3
