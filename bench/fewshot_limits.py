@@ -145,6 +145,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=336)
     p.add_argument("--heads", default=",".join(HEADS), help=f"comma list of {', '.join(HEADS)}")
     p.add_argument("--self-support", action="store_true", help="the query is its own support")
+    p.add_argument("--layers", default="", help="backbone blocks, e.g. 6,8,10,12 (default 6-10)")
     p.add_argument("--feature-cache", type=Path, default=None)
     args = p.parse_args()
 
@@ -165,14 +166,16 @@ def main() -> None:
                                   n_episodes=args.episodes, seed=0)
     if args.self_support:
         sampler = SelfSupport(sampler)
-    backbone = load_backbone("packaged:dinov2-s")
+    layers = [int(x) for x in args.layers.split(",") if x] or None
+    backbone = load_backbone("packaged:dinov2-s", layers=layers)
     models = {n: FewShotPredictor(HEADS[n](), backbone, image_size=args.image_size, model_id=n)
               for n in names}
     start = time.perf_counter()
     result = evaluate(models, sampler, class_names=ds.class_names, progress=False,
                       cache=FeatureCache(disk_dir=args.feature_cache))
     mode = "query as its own support" if args.self_support else f"{args.shots}-shot"
-    print(f"fold {args.fold}, {mode}, {len(sampler)} episodes, {args.image_size} px "
+    print(f"fold {args.fold}, {mode}, {len(sampler)} episodes, {args.image_size} px, "
+          f"blocks {list(backbone.layers)} (heads use the last unless named -all-blocks) "
           f"({time.perf_counter() - start:.0f} s)")
     print(f"{'head':22s} {'mIoU':>6s} {'FB-IoU':>7s} {'ms/episode':>11s}")
     for name, report in result.report["models"].items():
