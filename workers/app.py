@@ -70,6 +70,13 @@ def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_track_started": True,
         "result_extended": True,
+        # a result backend outage while a finished task stores its result (Redis restarting,
+        # PostgreSQL failing over) must not turn the task into FAILURE: retry the store with
+        # backoff, 0.1 s doubling to 5 s, for about two minutes
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 30,
+        "result_backend_base_sleep_between_retries_ms": 100,
+        "result_backend_max_sleep_between_retries_ms": 5000,
         "result_expires": timedelta(days=7),
         "task_default_queue": QUEUE,
         "task_queues": (Queue(QUEUE), Queue(RETRAIN_QUEUE)),  # a plain worker consumes both

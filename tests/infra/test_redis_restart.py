@@ -80,3 +80,37 @@ def test_redis_restart_during_a_burst_loses_nothing(
     assert _records(project.home) == sorted(result_ids)  # stored once each, no temp folders
     assert sorted(r for _, r, _ in outbox) == sorted(result_ids)  # queued once each
     assert {state for _, _, state in outbox} == {"pending"}  # Label Studio is down
+
+
+def test_a_result_stored_while_redis_is_down_lands_when_it_is_back(
+    tmp_path: Path, private_redis: RedisServer
+) -> None:
+    """The race the burst test can hit: a task finishes while the result backend is down.
+    The worker's backend retries the store with backoff instead of failing the task."""
+    import threading
+
+    from workers.app import make_app
+
+    app = make_app({"DINOSEG_HOME": str(tmp_path / "home"),
+                    "CELERY_BROKER_URL": private_redis.url + "/0",
+                    "CELERY_RESULT_BACKEND": private_redis.url + "/1"})  # fmt: skip
+    backend = app.backend
+    private_redis.kill()
+    outcome: dict[str, object] = {}
+
+    def store() -> None:
+        try:
+            backend.store_result("task-during-outage", {"ok": 1}, "SUCCESS")
+            outcome["stored"] = True
+        except Exception as e:  # what a task would turn into FAILURE
+            outcome["error"] = repr(e)
+
+    thread = threading.Thread(target=store)
+    thread.start()
+    time.sleep(1.5)
+    assert thread.is_alive() and not outcome  # still retrying, not failed
+    private_redis.start()
+    thread.join(60)
+    assert outcome == {"stored": True}
+    meta = backend.get_task_meta("task-during-outage")
+    assert (meta["status"], meta["result"]) == ("SUCCESS", {"ok": 1})
