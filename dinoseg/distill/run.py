@@ -61,7 +61,7 @@ def _stage(adapter: torch.nn.Module, bank: FeatureBank, targets: torch.Tensor, t
 def run_distillation(cfg: DistillConfig, out_dir: str | Path) -> Path:
     """Distil the adapter of a fresh ``cfg.arch`` segmenter and write a checkpoint directory
     (the other parts keep their initialisation; ``dinoseg train --init DIR`` starts from it)."""
-    from dinoseg.teachers import build_teacher
+    from dinoseg.teachers import TEACHER_NOTES, build_teacher
 
     if cfg.smoke:
         cfg = cfg.smoke_overrides()
@@ -108,9 +108,13 @@ def run_distillation(cfg: DistillConfig, out_dir: str | Path) -> Path:
         version=out.name,
     )
     card = (f"# Distilled adapter ({cfg.arch}) from teacher `{cfg.teacher}`\n\n"
-            f"Stages (DINOv2 input px): {list(cfg.sizes)}, {cfg.steps_per_size} steps each.\n"
-            f"Validation embedding cosine: {distilled['cosine']:.3f} "
-            f"(untrained adapter {untrained['cosine']:.3f}).\n"
+            f"- Data: {cfg.data} ({cfg.split}, at most {cfg.max_images} images; labels "
+            "unused)\n"
+            f"- Teacher: {TEACHER_NOTES.get(cfg.teacher, cfg.teacher)}\n"
+            f"- Stages (DINOv2 input px): {list(cfg.sizes)}, {cfg.steps_per_size} steps each.\n"
+            f"- Validation embedding cosine: {distilled['cosine']:.3f} (untrained adapter "
+            f"{untrained['cosine']:.3f}); MSE {distilled['mse']:.3f} "
+            f"({untrained['mse']:.3f}).\n\n"
             "Only the adapter is trained; the rest of the segmenter is at initialisation — "
             "start `dinoseg train --init` from this directory.\n")
     save_checkpoint(out, model, ck, metrics=metrics, card=card)

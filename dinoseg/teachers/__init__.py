@@ -18,11 +18,17 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 
-from dinoseg.teachers.build import TEACHER_REGISTRY, MissingCheckpointError, build_teacher
+from dinoseg.teachers.build import (
+    TEACHER_NOTES,
+    TEACHER_REGISTRY,
+    MissingCheckpointError,
+    build_teacher,
+)
 from dinoseg.teachers.sam import SamTeacher
 from dinoseg.teachers.tv_compat import import_segment_anything
 
 __all__ = [
+    "TEACHER_NOTES",
     "TEACHER_REGISTRY",
     "MissingCheckpointError",
     "SamTeacher",

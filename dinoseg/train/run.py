@@ -57,6 +57,23 @@ def _mix_sources(cfg: TrainConfig, backbone: Any, cache: FeatureCache
     return [(FeatureBank(ds, backbone, image_size=cfg.image_size, cache=cache), classes)]
 
 
+def _teacher_line(init: str) -> str:
+    """The distillation teacher of an ``--init`` checkpoint and what it implies."""
+    import json
+
+    from dinoseg.teachers import TEACHER_NOTES
+
+    if not init:
+        return "none (adapter trained from scratch)"
+    try:
+        teacher = json.loads((Path(init) / "metrics.json").read_text()).get("teacher")
+    except (OSError, ValueError):
+        teacher = None
+    if not teacher:
+        return f"unknown (the adapter comes from {init})"
+    return f"`{teacher}` (via {init}) — {TEACHER_NOTES.get(teacher, '')}".rstrip(" —")
+
+
 def model_card(cfg: TrainConfig, fold: Any, names: dict[int, str], result: dict[str, Any],
                n_params: int) -> str:
     base = ", ".join(names[c] for c in fold.base)
@@ -66,11 +83,13 @@ def model_card(cfg: TrainConfig, fold: Any, names: dict[int, str], result: dict[
         f"- Backbone: `{cfg.backbone}` (frozen), layers {list(cfg.layers)}, "
         f"image long side {cfg.image_size} px\n"
         f"- Trainable parameters: {n_params:,}\n"
+        f"- Data: {cfg.data} (train: {cfg.train_split}, validation: {cfg.val_split})\n"
         f"- Trained on base classes: {base}\n- Held out (novel) classes: {novel}\n"
         f"- Mixed with: {cfg.mix_data or 'nothing'} (excluded: {list(cfg.mix_exclude)})\n"
         f"- Schedule: {cfg.steps} steps x {cfg.batch_size} episodes, {cfg.shots}-shot, AdamW "
         f"lr {cfg.lr}, cosine, seed {cfg.seed}\n"
         f"- Adapter initialised from: {cfg.init or 'scratch (no distillation)'}\n"
+        f"- Teacher: {_teacher_line(cfg.init)}\n"
         f"- Best validation mIoU on novel classes (bank grid, {cfg.val_episodes} episodes): "
         f"{result['best_miou']:.1f}\n"
         f"- Training time: {result['seconds'] / 60:.1f} min on {cfg.threads} CPU threads\n\n"

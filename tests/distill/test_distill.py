@@ -42,7 +42,10 @@ def test_training_starts_from_the_distilled_adapter(tmp_path):
                       arch="fsdino-tiny", image_size=70, steps=2, epoch_steps=2, batch_size=2,
                       val_episodes=2, warmup_steps=1, min_area=0.01, init=str(distilled))
     out = run_training(cfg, tmp_path / "t")
-    assert f"Adapter initialised from: {distilled}" in (out / "MODEL_CARD.md").read_text()
+    card = (out / "MODEL_CARD.md").read_text()
+    assert f"Adapter initialised from: {distilled}" in card
+    assert "Teacher: `tiny-random`" in card and "for tests only" in card  # the teacher's note
+    assert "Random weights" in (distilled / "MODEL_CARD.md").read_text()
     from dinoseg.models import build_segmenter
 
     fresh = build_segmenter("fsdino-tiny", num_layers=2)
@@ -56,3 +59,10 @@ def test_training_starts_from_the_distilled_adapter(tmp_path):
 def test_teacher_content_cells():
     assert teacher_content((360, 480), 256, 64) == (48, 64)  # 4:3 image in a 256 square
     assert teacher_content((480, 360), 256, 64) == (64, 48)
+
+
+def test_every_registered_teacher_has_a_model_card_note():
+    from dinoseg.teachers import TEACHER_NOTES, TEACHER_REGISTRY
+
+    assert set(TEACHER_NOTES) == set(TEACHER_REGISTRY)
+    assert "medical" in TEACHER_NOTES["litemedsam"]
