@@ -108,6 +108,44 @@ class LinearProbe(nn.Module):
         return torch.stack(out)
 
 
+class SelfSupportPrototype(nn.Module):
+    """Self-support matching (SSP, Fan et al. 2022): the prototype's confident query patches
+    become extra prototypes — the query's own appearance narrows the support-query gap.
+
+    fg' = (support fg + mean of query patches with p > ``fg_conf``) / 2, bg' likewise from
+    ``p < bg_conf``; the log-odds of the cosine softmax against fg' and bg'.
+    """
+
+    def __init__(self, fg_conf: float = 0.7, bg_conf: float = 0.6, temperature: float = 20.0,
+                 rounds: int = 1):
+        super().__init__()
+        self.fg_conf, self.bg_conf, self.t, self.rounds = fg_conf, bg_conf, temperature, rounds
+
+    def forward(self, query_feats: list[Tensor], support_feats: list[Tensor],
+                support_masks: Tensor) -> Tensor:
+        """L x (B, C, h, w), L x (B, K, C, hs, ws), (B, K, Hs, Ws) -> (B, 1, h, w) logits."""
+        from dinoseg.models.prototype import masked_average
+
+        q, s = query_feats[-1], support_feats[-1]
+        fg_mask = masks_to_grid(support_masks, s.shape[-2:])
+        fg = masked_average(s, fg_mask)  # (B, C)
+        bg = masked_average(s, 1 - fg_mask)
+        logits = self._logits(q, fg, bg)
+        for _ in range(self.rounds):
+            p = torch.sigmoid(logits)  # (B, 1, h, w)
+            q_fg = masked_average(q[:, None], (p > self.fg_conf).float())
+            q_bg = masked_average(q[:, None], (p < self.bg_conf).float())
+            has_fg = (p > self.fg_conf).flatten(1).any(1, keepdim=True)
+            fg2 = torch.where(has_fg, (fg + q_fg) / 2, fg)
+            logits = self._logits(q, fg2, (bg + q_bg) / 2)
+        return logits
+
+    def _logits(self, q: Tensor, fg: Tensor, bg: Tensor) -> Tensor:
+        protos = torch.stack([fg, bg], 1)  # (B, 2, C)
+        cos = F.cosine_similarity(q[:, None], protos[:, :, :, None, None], dim=2)
+        return self.t * (cos[:, :1] - cos[:, 1:])
+
+
 HEADS: dict[str, Callable[[], nn.Module]] = {
     "prototype": PrototypeBaseline,
     "prototype-all-blocks": lambda: PrototypeBaseline(embed_layer=None),
@@ -115,6 +153,8 @@ HEADS: dict[str, Callable[[], nn.Module]] = {
     "nearest-5": lambda: NearestPatch(topk=5),
     "probe": LinearProbe,
     "probe-3-blocks": lambda: LinearProbe(layers=(-3, -2, -1)),
+    "self-support": SelfSupportPrototype,
+    "self-support-2": lambda: SelfSupportPrototype(rounds=2),
 }
 
 
