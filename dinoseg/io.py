@@ -27,6 +27,22 @@ class InputError(ValueError):
     """User input that cannot be used; the message says what is wrong and how to fix it."""
 
 
+def check_image_size(
+    w: int, h: int, what: str, *, max_pixels: int | None = None, limit: str = "limit",
+    advice: str = "",
+) -> None:
+    """Raise :class:`InputError` when a ``w`` x ``h`` image is over ``max_pixels`` (``None``: no
+    bound; the message names the ``limit`` and ends with ``advice``) or a side is under
+    :data:`MIN_SIDE`."""
+    if max_pixels is not None and w * h > max_pixels:
+        raise InputError(
+            f"{what}: image is {w}x{h} = {w * h / 1e6:.1f} MP, over the {limit} of "
+            f"{max_pixels / 1e6:.0f} MP; {advice}"
+        )
+    if min(w, h) < MIN_SIDE:
+        raise InputError(f"{what}: image is {w}x{h}; both sides must be at least {MIN_SIDE} px")
+
+
 def _name(src: Source) -> str:
     if isinstance(src, (str, Path)):
         return str(src)
@@ -52,13 +68,8 @@ def _open(src: Source, max_pixels: int) -> Image.Image:
         raise InputError(f"{name}: image is too large ({e}); use tiled inference") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{name}: not a readable image ({e})") from e
-    if w * h > max_pixels:
-        raise InputError(
-            f"{name}: image is {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of "
-            f"{max_pixels / 1e6:.0f} MP; use tiled inference (`dinoseg aerial`) for large photos"
-        )
-    if min(w, h) < MIN_SIDE:
-        raise InputError(f"{name}: image is {w}x{h}; both sides must be at least {MIN_SIDE} px")
+    check_image_size(w, h, name, max_pixels=max_pixels,
+                     advice="use tiled inference (`dinoseg aerial`) for large photos")
     return img
 
 

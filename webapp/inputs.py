@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dinoseg.io import MAX_PIXELS, MIN_SIDE, InputError, load_image, load_mask
+from dinoseg.io import MAX_PIXELS, InputError, check_image_size, load_image, load_mask
 
 #: support slots on the page and queries accepted per run
 MAX_SUPPORTS = 4
@@ -45,16 +45,6 @@ def _renamed(err: InputError, path: str | Path, name: str) -> InputError:
     return InputError(str(err).replace(str(path), name))
 
 
-def _check_size(h: int, w: int, what: str) -> None:
-    if h * w > MAX_PIXELS:
-        raise InputError(
-            f"{what}: image is {w}x{h} = {h * w / 1e6:.1f} MP, over the limit of "
-            f"{MAX_PIXELS / 1e6:.0f} MP; downscale it first"
-        )
-    if min(h, w) < MIN_SIDE:
-        raise InputError(f"{what}: image is {w}x{h}; both sides must be at least {MIN_SIDE} px")
-
-
 def editor_background(value: dict[str, Any] | None, what: str) -> np.ndarray | None:
     """The editor's background image as (H, W, 3) uint8 (alpha composited onto black), or None."""
     bg = None if value is None else value.get("background")
@@ -65,7 +55,8 @@ def editor_background(value: dict[str, Any] | None, what: str) -> np.ndarray | N
         arr = np.repeat(arr[..., None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise InputError(f"{what}: unsupported image layout {arr.shape}")
-    _check_size(arr.shape[0], arr.shape[1], what)
+    check_image_size(arr.shape[1], arr.shape[0], what, max_pixels=MAX_PIXELS,
+                     advice="downscale it first")
     rgb = arr[..., :3].astype(np.float32)
     if arr.shape[2] == 4:  # same convention as dinoseg.io.load_image: alpha onto black
         rgb *= arr[..., 3:4].astype(np.float32) / 255.0

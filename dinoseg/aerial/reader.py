@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dinoseg.io import MAX_PIXELS, MIN_SIDE, InputError, load_image
+from dinoseg.io import MAX_PIXELS, InputError, check_image_size, load_image
 
 #: Largest photo the tiled path accepts (150 MP, e.g. 12 000 x 12 500 px).
 MAX_TILED_PIXELS = 150_000_000
@@ -60,8 +60,7 @@ class ArraySource(ImageSource):
                 f"{name}: expected an (H, W, 3) uint8 image, got {array.shape} {array.dtype}"
             )
         h, w = array.shape[:2]
-        if min(h, w) < MIN_SIDE:
-            raise InputError(f"{name}: image is {w}x{h}; both sides must be at least {MIN_SIDE} px")
+        check_image_size(w, h, name)
         self.array = array
         self.shape = (h, w)
         self.name = name
@@ -219,13 +218,8 @@ def open_large_image(src: str | Path, *, max_pixels: int = MAX_TILED_PIXELS) -> 
         raise InputError(f"{path}: image is too large ({e})") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{path}: not a readable image ({e})") from e
-    if w * h > max_pixels:
-        raise InputError(
-            f"{path}: image is {w}x{h} = {w * h / 1e6:.1f} MP, over the tiled limit of "
-            f"{max_pixels / 1e6:.0f} MP; split the photo first"
-        )
-    if min(w, h) < MIN_SIDE:
-        raise InputError(f"{path}: image is {w}x{h}; both sides must be at least {MIN_SIDE} px")
+    check_image_size(w, h, str(path), max_pixels=max_pixels, limit="tiled limit",
+                     advice="split the photo first")
     if layout is not None:
         needed = layout.offset + h * layout.stride
         if path.stat().st_size < needed:
