@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from procstats import peak_rss_mb
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dubai"
 METHODS = {  # name -> (AerialConfig overrides, shots)
@@ -108,15 +108,6 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps({"method": args.worker, "supports": stems, "confusion": conf.tolist(),
                       "seconds": seconds, "cpu_seconds": cpu, "megapixels": mp,
                       "peak_rss_mb": rss}))
-
-
-def peak_rss_mb() -> float:
-    """Peak RSS of this process (VmHWM: unlike ``ru_maxrss``, not inherited from the parent
-    that spawned it), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def ious(conf: np.ndarray) -> list[float]:

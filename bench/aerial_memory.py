@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from procstats import peak_rss_mb
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "dubai"
 SUPPORT = "tile1_image_part_006"
@@ -38,15 +38,6 @@ def synthetic(size: int, path: Path) -> None:
     Image.fromarray(np.tile(block, reps)[:size, :size]).save(path)
 
 
-def rss_mb() -> float:
-    """Peak RSS of this process (VmHWM: unlike ``ru_maxrss``, not inherited from the parent
-    that spawned it), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def worker(image: Path, out: Path, image_size: int) -> None:
     import torch
 
@@ -60,15 +51,15 @@ def worker(image: Path, out: Path, image_size: int) -> None:
                              names)
     cfg = AerialConfig(method="fewshot", image_size=image_size)
     method = build_method(cfg, supports, names)
-    marks = {"after_model_load_mb": rss_mb()}
+    marks = {"after_model_load_mb": peak_rss_mb()}
 
     def progress(stage: str, done: int, total: int) -> None:
         if done == total:
-            marks[f"after_{stage}_mb"] = rss_mb()
+            marks[f"after_{stage}_mb"] = peak_rss_mb()
 
     start, cpu = time.perf_counter(), time.process_time()
     stats = run_aerial(image, supports, names, cfg, out, method=method, progress=progress)
-    marks["peak_mb"] = rss_mb()
+    marks["peak_mb"] = peak_rss_mb()
     print(json.dumps({"image": image.name, "megapixels": stats["image"]["height"]
                       * stats["image"]["width"] / 1e6, "seconds": time.perf_counter() - start,
                       "cpu_seconds": time.process_time() - cpu, **marks}))

@@ -7,13 +7,13 @@ peak RSS of the process. Usage: python bench/latency.py [--model prototype fsdin
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from procstats import peak_rss_mb
 
 from dinoseg.backbone import load_backbone
 from dinoseg.models import build_segmenter
@@ -28,10 +28,6 @@ def median_ms(fn: Callable[[], object], runs: int) -> float:
         fn()
         times.append(1000 * (time.perf_counter() - t))
     return statistics.median(times)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def main() -> None:
