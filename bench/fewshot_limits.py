@@ -30,7 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dinoseg.models.prototype import PrototypeBaseline, masks_to_grid
+from dinoseg.models.prototype import (
+    PrototypeBaseline,
+    masked_average,
+    masks_to_grid,
+    pair_logits,
+)
 
 
 def _normalised(feats: Sequence[Tensor], layers: Sequence[int]) -> Tensor:
@@ -124,26 +129,19 @@ class SelfSupportPrototype(nn.Module):
     def forward(self, query_feats: list[Tensor], support_feats: list[Tensor],
                 support_masks: Tensor) -> Tensor:
         """L x (B, C, h, w), L x (B, K, C, hs, ws), (B, K, Hs, Ws) -> (B, 1, h, w) logits."""
-        from dinoseg.models.prototype import masked_average
-
         q, s = query_feats[-1], support_feats[-1]
         fg_mask = masks_to_grid(support_masks, s.shape[-2:])
         fg = masked_average(s, fg_mask)  # (B, C)
         bg = masked_average(s, 1 - fg_mask)
-        logits = self._logits(q, fg, bg)
+        logits = pair_logits(q, fg, bg, self.t)
         for _ in range(self.rounds):
             p = torch.sigmoid(logits)  # (B, 1, h, w)
             q_fg = masked_average(q[:, None], (p > self.fg_conf).float())
             q_bg = masked_average(q[:, None], (p < self.bg_conf).float())
             has_fg = (p > self.fg_conf).flatten(1).any(1, keepdim=True)
             fg2 = torch.where(has_fg, (fg + q_fg) / 2, fg)
-            logits = self._logits(q, fg2, (bg + q_bg) / 2)
+            logits = pair_logits(q, fg2, (bg + q_bg) / 2, self.t)
         return logits
-
-    def _logits(self, q: Tensor, fg: Tensor, bg: Tensor) -> Tensor:
-        protos = torch.stack([fg, bg], 1)  # (B, 2, C)
-        cos = F.cosine_similarity(q[:, None], protos[:, :, :, None, None], dim=2)
-        return self.t * (cos[:, :1] - cos[:, 1:])
 
 
 HEADS: dict[str, Callable[[], nn.Module]] = {

@@ -52,7 +52,21 @@ def prototype_logits(query: Tensor, support: Tensor, masks: Tensor, temperature:
     Returns:
         (B, 1, h, w) logits.
     """
-    protos = torch.stack([masked_average(support, masks), masked_average(support, 1 - masks)], 1)
+    fg, bg = masked_average(support, masks), masked_average(support, 1 - masks)
+    return pair_logits(query, fg, bg, temperature)
+
+
+def pair_logits(query: Tensor, fg: Tensor, bg: Tensor, temperature: float) -> Tensor:
+    """``t * (cos(query, fg) - cos(query, bg))`` for given prototypes.
+
+    Args:
+        query: (B, C, h, w).
+        fg, bg: (B, C) foreground / background prototypes.
+
+    Returns:
+        (B, 1, h, w) logits.
+    """
+    protos = torch.stack([fg, bg], 1)  # (B, 2, C)
     cos = F.cosine_similarity(query[:, None], protos[:, :, :, None, None], dim=2)  # (B, 2, h, w)
     return temperature * (cos[:, :1] - cos[:, 1:])
 
