@@ -70,17 +70,23 @@ class TrainEpisodes:
         seed: run seed.
         extra: more ``(bank, classes)`` sources (mixed-data training); episode classes are drawn
             uniformly over the classes of all sources, query and supports from one source.
+        drop_classes: classes of ``bank`` whose images are not used at all (an image with any
+            pixel of one is dropped) — the alternative to training with those pixels as
+            background (``TrainConfig.novel_images``).
     """
 
     def __init__(self, bank: FeatureBank, classes: Sequence[int], *, shots: int = 1,
                  min_area: float = 0.005, seed: int = 0, flip: bool = True,
-                 extra: Sequence[tuple[FeatureBank, Sequence[int]]] = ()):
+                 extra: Sequence[tuple[FeatureBank, Sequence[int]]] = (),
+                 drop_classes: Sequence[int] = ()):
         self.banks = [bank, *[b for b, _ in extra]]
+        dropped = {n for c in drop_classes for n in bank.images_with_class(int(c), 0.0)}
+        self.dropped_images = len(dropped)
         self.shots, self.seed, self.flip = shots, seed, flip
         self.pools: dict[tuple[int, int], list[int]] = {}
         for s, (b, cls) in enumerate([(bank, classes), *extra]):
             for c in sorted(cls):
-                pool = b.images_with_class(c, min_area)
+                pool = [n for n in b.images_with_class(c, min_area) if s or n not in dropped]
                 if len(pool) > shots:
                     self.pools[(s, int(c))] = pool
         if not self.pools:

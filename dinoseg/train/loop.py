@@ -51,6 +51,9 @@ class TrainConfig:
     mix_data: str = ""  # a second folder dataset whose classes join the base classes
     mix_split: str = "train"
     mix_exclude: tuple[str, ...] = ()  # class names of mix_data never used (e.g. person)
+    # Training images that show a novel class: "background" keeps them with those pixels as
+    # background (HSNet); "drop" leaves them out, so a novel object is never a negative.
+    novel_images: str = "background"
     init: str = ""  # a distilled checkpoint directory whose adapter weights start the run
     feature_cache: str = ""  # directory for cached backbone features ("" = memory only)
     smoke: bool = False

@@ -24,6 +24,9 @@ from dinoseg.train.validate import BankValidator
 
 log = logging.getLogger(__name__)
 
+# TrainConfig.novel_images: what training does with an image that shows a novel class
+NOVEL_IMAGES = ("background", "drop")
+
 
 def init_from(model: nn.Module, ckpt_dir: str, prefix: str = "adapter.") -> int:
     """Copy the ``prefix`` weights of a checkpoint (e.g. a distilled adapter) into ``model``.
@@ -84,7 +87,9 @@ def model_card(cfg: TrainConfig, fold: Any, names: dict[int, str], result: dict[
         f"image long side {cfg.image_size} px\n"
         f"- Trainable parameters: {n_params:,}\n"
         f"- Data: {cfg.data} (train: {cfg.train_split}, validation: {cfg.val_split})\n"
-        f"- Trained on base classes: {base}\n- Held out (novel) classes: {novel}\n"
+        f"- Trained on base classes: {base}\n- Held out (novel) classes: {novel}; training "
+        f"images showing one: "
+        f"{'not used' if cfg.novel_images == 'drop' else 'used, novel pixels as background'}\n"
         f"- Mixed with: {cfg.mix_data or 'nothing'} (excluded: {list(cfg.mix_exclude)})\n"
         f"- Schedule: {cfg.steps} steps x {cfg.batch_size} episodes, {cfg.shots}-shot, AdamW "
         f"lr {cfg.lr}, cosine, seed {cfg.seed}\n"
@@ -105,6 +110,9 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *,
 
     from dinoseg.evaluate import dataset_fold
 
+    if cfg.novel_images not in NOVEL_IMAGES:
+        raise InputError(f"novel_images must be one of {', '.join(NOVEL_IMAGES)}, "
+                         f"got {cfg.novel_images!r}")
     if cfg.smoke:
         cfg = cfg.smoke_overrides()
     torch.manual_seed(cfg.seed)
@@ -124,7 +132,11 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *,
     if cfg.init:
         log.info("adapter: %d tensors from %s", init_from(model, cfg.init), cfg.init)
     episodes = TrainEpisodes(banks[0], fold.base, shots=cfg.shots, min_area=cfg.min_area,
-                             seed=cfg.seed, extra=_mix_sources(cfg, backbone, cache))
+                             seed=cfg.seed, extra=_mix_sources(cfg, backbone, cache),
+                             drop_classes=fold.novel if cfg.novel_images == "drop" else ())
+    if episodes.dropped_images:
+        log.info("novel_images=drop: %d of %d training images show a novel class and are "
+                 "not used", episodes.dropped_images, len(banks[0].items))
     validator = BankValidator(banks[1], fold.novel, shots=cfg.shots, episodes=cfg.val_episodes,
                               seed=cfg.seed, min_area=cfg.min_area)
     result = train_steps(model, episodes, validator, cfg, work, on_epoch=on_epoch)

@@ -146,6 +146,41 @@ def test_mixed_data_episodes_draw_from_both_sources(setup):
         assert batch.target.shape[-2:] == (grid[0] * 4, grid[1] * 4)
 
 
+def test_novel_images_drop_leaves_out_every_image_showing_a_dropped_class(setup):
+    from dinoseg.backbone import load_backbone
+    from dinoseg.data import FolderDataset
+    from dinoseg.train.bank import FeatureBank
+    from dinoseg.train.episodes import TrainEpisodes
+
+    tmp, cfg = setup
+    data = tmp / "some-show-3"
+    write_synthetic_dataset(data)
+    for mask in sorted((data / "train/masks").glob("*.png"))[::2]:  # class 3 in half the images
+        lab = np.asarray(Image.open(mask)).copy()
+        lab[lab == 3] = 255
+        Image.fromarray(lab).save(mask)
+    bb = load_backbone(cfg.backbone, layers=cfg.layers)
+    bank = FeatureBank(FolderDataset(data, "train"), bb, image_size=56, progress=False)
+    keep = TrainEpisodes(bank, [0, 1, 2], min_area=0.0)
+    showing_3 = set(bank.images_with_class(3, 0.0))
+    assert len(showing_3) == 5 and keep.dropped_images == 0
+    assert any(set(pool) & showing_3 for pool in keep.pools.values())
+    drop = TrainEpisodes(bank, [0, 1, 2], min_area=0.0, drop_classes=[3])
+    assert drop.dropped_images == len(showing_3)
+    for key, pool in drop.pools.items():
+        assert not set(pool) & showing_3
+        assert set(pool) == set(keep.pools[key]) - showing_3
+    for step in range(5):  # no sampled query or support shows class 3
+        for batch in drop.sample(step, 4):
+            assert batch.valid.sum() > 0 and all(c != 3 for c in batch.class_ids)
+
+
+def test_novel_images_must_be_a_known_choice(setup):
+    tmp, cfg = setup
+    with pytest.raises(InputError, match="novel_images must be one of background, drop"):
+        run_training(replace(cfg, novel_images="ignore"), tmp / "x")
+
+
 def test_mix_exclude_must_name_real_classes(setup):
     tmp, cfg = setup
     bad = replace(cfg, mix_data=cfg.data, mix_exclude=("unicorn",))
