@@ -54,6 +54,11 @@ class SegmenterConfig:
     # starting at 0 — the model starts as the training-free baseline and learns corrections.
     prototype_residual: bool = False
     prototype_temperature: float = 20.0
+    # How the residual starts at the baseline: False = the gate at 0 (the decoder's gradients
+    # are scaled by the gate, so it learns slowly: gate -0.02 after 300 PASCAL steps); True =
+    # the gate at 1 and the hypernetwork's last layer at 0 (ControlNet-style zero init: the
+    # first step already trains the decoder's output layer at full scale).
+    residual_zero_head: bool = False
     # True: the decoder sees only support-query similarity (dense prompt + correlation), not
     # the adapted query features nor prototype tokens (only the learned token embeddings) —
     # class-agnostic inputs, HSNet's remedy for base-class over-fitting
@@ -114,6 +119,9 @@ class FSDINOSegmenter(nn.Module):
         self.correlation = correlation
         self.decoder = decoder
         self.gate = nn.Parameter(torch.zeros(())) if config.prototype_residual else None
+        if self.gate is not None and config.residual_zero_head:
+            self.gate.data.fill_(1.0)
+            decoder.zero_output()
 
     def _check_inputs(
         self, query_feats: list[Tensor], support_feats: list[Tensor], support_masks: Tensor

@@ -333,6 +333,33 @@ def test_prototype_residual_starts_as_the_baseline():
     assert model.gate is not None and model.gate.requires_grad
 
 
+def test_zero_head_residual_starts_as_the_baseline_and_trains_the_decoder_at_once():
+    """residual_zero_head: gate 1, decoder output 0 -> exactly the baseline at init, and one
+    optimiser step moves the output (the gate-at-0 start gives the decoder no gradient)."""
+    from dinoseg.models.prototype import PrototypeBaseline
+
+    torch.manual_seed(0)
+    b, k, c, h, w = 2, 1, TINY_C, 5, 6
+    q = [torch.randn(b, c, h, w) for _ in range(TINY_L)]
+    s = [torch.randn(b, k, c, h, w) for _ in range(TINY_L)]
+    m = (torch.rand(b, k, h * PATCH, w * PATCH) > 0.5).float()
+    target = (torch.rand(b, 1, 4 * h, 4 * w) > 0.5).float()
+    moved = {}
+    for zero_head in (False, True):
+        model = build_segmenter("fsdino-tiny", prototype_residual=True,
+                                residual_zero_head=zero_head)
+        assert model.gate is not None and float(model.gate) == float(zero_head)
+        with torch.no_grad():
+            before = model(q, s, m)
+        base = PrototypeBaseline(embed_layer=-1)(q, s, m)
+        base = torch.nn.functional.interpolate(base, size=before.shape[-2:], mode="bilinear")
+        torch.testing.assert_close(before, base, atol=1e-5, rtol=0)
+        torch.nn.functional.binary_cross_entropy_with_logits(model(q, s, m), target).backward()
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith("decoder.hypernet")]
+        moved[zero_head] = sum(float(g.abs().sum()) for g in grads if g is not None)
+    assert moved[False] == 0.0 and moved[True] > 0.0
+
+
 def test_similarity_only_output_depends_only_on_similarity():
     """similarity_only=True: the decoder sees support-query similarity, not the features
     themselves, so rotating every feature vector (query and support alike) by the same
