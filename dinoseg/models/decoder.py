@@ -198,6 +198,7 @@ class MaskDecoder(nn.Module):
     def zero_output(self) -> None:
         """Zero the hypernetwork's last layer: every mask logit is 0 until it is trained."""
         last = self.hypernet.layers[-1]
+        assert isinstance(last, nn.Linear)
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
 
