@@ -4,7 +4,9 @@ Step ``s`` of a run draws its batch from ``np.random.default_rng([seed, s])`` al
 resumed run sees exactly the batches an uninterrupted one would. The query target is the
 episode class (1), everything else (0) — novel-class pixels are therefore background and never
 foreground — and ignore/padding (255). Random horizontal flips of features and labels (DINOv2
-features are close to flip-equivariant) are applied independently to query and supports.
+features are close to flip-equivariant) are applied independently to query and supports, and
+optionally random crops of the feature grid resized back to it (``crop_scale``: the smallest
+side fraction kept) — a scale augmentation of the frozen features, which a cached bank allows.
 """
 
 from __future__ import annotations
@@ -42,19 +44,36 @@ class TrainBatch:
     class_ids: list[int]
 
 
-def _view(item: BankItem, flip: bool, grid: tuple[int, int] | None = None
-          ) -> tuple[list[Tensor], Tensor]:
-    """Features (float32) and labels of an item, optionally flipped and resized to ``grid``."""
+def _crop(feats: list[Tensor], labels: Tensor, grid: tuple[int, int], box: np.ndarray
+          ) -> tuple[list[Tensor], Tensor, tuple[int, int]]:
+    """Crop features (C, gh, gw) and labels (r*gh, r*gw) to ``box`` = (height fraction,
+    width fraction, top, left) in [0, 1] (whole feature cells); returns the cropped grid."""
+    gh, gw = grid
+    r = labels.shape[0] // gh
+    ch, cw = max(1, round(gh * box[0])), max(1, round(gw * box[1]))
+    y0 = min(int(box[2] * (gh - ch + 1)), gh - ch)
+    x0 = min(int(box[3] * (gw - cw + 1)), gw - cw)
+    feats = [f[:, y0 : y0 + ch, x0 : x0 + cw] for f in feats]
+    return feats, labels[y0 * r : (y0 + ch) * r, x0 * r : (x0 + cw) * r], (ch, cw)
+
+
+def _view(item: BankItem, flip: bool, grid: tuple[int, int] | None = None,
+          box: np.ndarray | None = None) -> tuple[list[Tensor], Tensor]:
+    """Features (float32) and labels of an item, optionally flipped, cropped to ``box`` (see
+    :func:`_crop`) and resized to ``grid`` (default: the item's own grid)."""
     feats = [f.float() for f in item.feats]
     labels = item.labels.long()
+    current, grid = item.grid, grid or item.grid
     if flip:
         feats = [f.flip(-1) for f in feats]
         labels = labels.flip(-1)
-    if grid is not None and grid != item.grid:
+    if box is not None:
+        feats, labels, current = _crop(feats, labels, current, box)
+    if grid != current:
         feats = [F.interpolate(f[None], size=grid, mode="bilinear", align_corners=False)[0]
                  for f in feats]
         gh, gw = item.grid
-        size = (grid[0] * labels.shape[0] // gh, grid[1] * labels.shape[1] // gw)
+        size = (grid[0] * item.labels.shape[0] // gh, grid[1] * item.labels.shape[1] // gw)
         labels = F.interpolate(labels[None, None].float(), size=size, mode="nearest")[0, 0].long()
     return feats, labels
 
@@ -77,12 +96,16 @@ class TrainEpisodes:
 
     def __init__(self, bank: FeatureBank, classes: Sequence[int], *, shots: int = 1,
                  min_area: float = 0.005, seed: int = 0, flip: bool = True,
+                 crop_scale: float = 1.0,
                  extra: Sequence[tuple[FeatureBank, Sequence[int]]] = (),
                  drop_classes: Sequence[int] = ()):
         self.banks = [bank, *[b for b, _ in extra]]
         dropped = {n for c in drop_classes for n in bank.images_with_class(int(c), 0.0)}
         self.dropped_images = len(dropped)
         self.shots, self.seed, self.flip = shots, seed, flip
+        if not 0.0 < crop_scale <= 1.0:
+            raise InputError(f"crop_scale must be in (0, 1], got {crop_scale}")
+        self.crop_scale = crop_scale
         self.pools: dict[tuple[int, int], list[int]] = {}
         for s, (b, cls) in enumerate([(bank, classes), *extra]):
             for c in sorted(cls):
@@ -96,6 +119,7 @@ class TrainEpisodes:
     def sample(self, step: int, batch_size: int) -> list[TrainBatch]:
         """The batch of ``step``, split into groups of equal feature grids."""
         rng = np.random.default_rng([self.seed, step])
+        crop_rng = np.random.default_rng([self.seed, step, 1])
         groups: dict[tuple[tuple[int, int], tuple[int, int]], list[tuple]] = {}
         for _ in range(batch_size):
             source, c = self.classes[int(rng.integers(len(self.classes)))]
@@ -103,20 +127,26 @@ class TrainEpisodes:
             picks = rng.choice(len(pool), size=self.shots + 1, replace=False)
             q, sup = pool[int(picks[0])], [pool[int(j)] for j in picks[1:]]
             flips = rng.random(self.shots + 1) < (0.5 if self.flip else 0.0)
+            boxes = None  # from their own generator: cropping never changes the episodes
+            if self.crop_scale < 1.0:
+                boxes = crop_rng.random((self.shots + 1, 4))
+                boxes[:, :2] = self.crop_scale + (1.0 - self.crop_scale) * boxes[:, :2]
             q_item, s_items = bank.items[q], [bank.items[j] for j in sup]
             key = (q_item.grid, s_items[0].grid)
-            groups.setdefault(key, []).append((c, q_item, s_items, flips))
+            groups.setdefault(key, []).append((c, q_item, s_items, flips, boxes))
         return [self._collate(g) for g in groups.values()]
 
     def _collate(self, episodes: list[tuple]) -> TrainBatch:
         qf, sf, sm, tg, vd, cls = [], [], [], [], [], []
-        for c, q_item, s_items, flips in episodes:
-            feats, labels = _view(q_item, bool(flips[0]))
+        for c, q_item, s_items, flips, boxes in episodes:
+            box = [None] * len(flips) if boxes is None else list(boxes)
+            feats, labels = _view(q_item, bool(flips[0]), box=box[0])
             qf.append(feats)
             tg.append((labels == c).float()[None])
             vd.append((labels != IGNORE).float()[None])
             grid = s_items[0].grid
-            views = [_view(s, bool(f), grid) for s, f in zip(s_items, flips[1:], strict=True)]
+            views = [_view(s, bool(f), grid, b)
+                     for s, f, b in zip(s_items, flips[1:], box[1:], strict=True)]
             sf.append([torch.stack(layer) for layer in zip(*[v[0] for v in views], strict=True)])
             sm.append(torch.stack([(v[1] == c).float() for v in views]))
             cls.append(int(c))

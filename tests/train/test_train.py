@@ -175,6 +175,45 @@ def test_novel_images_drop_leaves_out_every_image_showing_a_dropped_class(setup)
             assert batch.valid.sum() > 0 and all(c != 3 for c in batch.class_ids)
 
 
+def test_crop_augmentation_keeps_grids_and_aligns_features_with_labels(setup):
+    """crop_scale < 1: every view keeps its grid, a crop of the whole grid is the identity,
+    the cropped labels are the matching window of the original, and crop-free runs draw the
+    same batches as before the option existed (the rng is not touched)."""
+    import numpy as np
+
+    from dinoseg.backbone import load_backbone
+    from dinoseg.data import FolderDataset
+    from dinoseg.train.bank import FeatureBank
+    from dinoseg.train.episodes import TrainEpisodes, _view
+
+    _, cfg = setup
+    bb = load_backbone(cfg.backbone, layers=cfg.layers)
+    bank = FeatureBank(FolderDataset(cfg.data, "train"), bb, image_size=70, progress=False)
+    item = bank.items[0]
+    whole_f, whole_l = _view(item, False, box=np.array([1.0, 1.0, 0.3, 0.7]))
+    torch.testing.assert_close(whole_f[0], item.feats[0].float())
+    assert torch.equal(whole_l, item.labels.long())
+    gh, gw = item.grid
+    r = item.labels.shape[0] // gh
+    half_f, half_l = _view(item, False, box=np.array([0.5, 0.5, 1.0, 0.0]))
+    assert half_f[0].shape == item.feats[0].shape and half_l.shape == item.labels.shape
+    ch, cw = round(gh * 0.5), round(gw * 0.5)
+    window = item.labels[(gh - ch) * r :, : cw * r].long()
+    resized = torch.nn.functional.interpolate(window[None, None].float(), size=half_l.shape,
+                                              mode="nearest")[0, 0].long()
+    assert torch.equal(half_l, resized)
+    with pytest.raises(InputError, match="crop_scale"):
+        TrainEpisodes(bank, [0, 1], crop_scale=0.0)
+    plain, crops = TrainEpisodes(bank, [0, 1, 2, 3]), TrainEpisodes(bank, [0, 1, 2, 3],
+                                                                    crop_scale=0.5)
+    a, b = plain.sample(3, 4), crops.sample(3, 4)
+    assert [x.class_ids for x in a] == [x.class_ids for x in b]  # same episodes drawn
+    assert all(x.target.shape == y.target.shape for x, y in zip(a, b, strict=True))
+    assert any(not torch.equal(x.target, y.target) for x, y in zip(a, b, strict=True))
+    again = TrainEpisodes(bank, [0, 1, 2, 3]).sample(3, 4)
+    assert all(torch.equal(x.target, y.target) for x, y in zip(a, again, strict=True))
+
+
 def test_novel_images_must_be_a_known_choice(setup):
     tmp, cfg = setup
     with pytest.raises(InputError, match="novel_images must be one of background, drop"):
