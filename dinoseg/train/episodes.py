@@ -78,6 +78,12 @@ def _view(item: BankItem, flip: bool, grid: tuple[int, int] | None = None,
     return feats, labels
 
 
+# How an episode is drawn: "class" = a class uniformly, then query and supports from its
+# images (rare classes' few images recur, and a frequent class that co-occurs is mostly a
+# negative); "image" = a query image uniformly, then one of the classes it shows.
+SAMPLING = ("class", "image")
+
+
 class TrainEpisodes:
     """Random base-class episodes over one or more feature banks.
 
@@ -89,6 +95,7 @@ class TrainEpisodes:
         seed: run seed.
         extra: more ``(bank, classes)`` sources (mixed-data training); episode classes are drawn
             uniformly over the classes of all sources, query and supports from one source.
+        sampling: ``"class"`` or ``"image"`` (see ``SAMPLING``).
         drop_classes: classes of ``bank`` whose images are not used at all (an image with any
             pixel of one is dropped) — the alternative to training with those pixels as
             background (``TrainConfig.novel_images``).
@@ -98,7 +105,7 @@ class TrainEpisodes:
                  min_area: float = 0.005, seed: int = 0, flip: bool = True,
                  crop_scale: float = 1.0,
                  extra: Sequence[tuple[FeatureBank, Sequence[int]]] = (),
-                 drop_classes: Sequence[int] = ()):
+                 drop_classes: Sequence[int] = (), sampling: str = "class"):
         self.banks = [bank, *[b for b, _ in extra]]
         dropped = {n for c in drop_classes for n in bank.images_with_class(int(c), 0.0)}
         self.dropped_images = len(dropped)
@@ -115,6 +122,23 @@ class TrainEpisodes:
         if not self.pools:
             raise InputError(f"no training class has {shots + 1} images covering {min_area:.2%}")
         self.classes = sorted(self.pools)
+        if sampling not in SAMPLING:
+            raise InputError(f"sampling must be one of {', '.join(SAMPLING)}, got {sampling!r}")
+        self.sampling = sampling
+        # image sampling: every (source, image) of a pool, with the pool classes it shows
+        shows: dict[tuple[int, int], list[int]] = {}
+        for (src, c), pool in self.pools.items():
+            for n in pool:
+                shows.setdefault((src, n), []).append(c)
+        self.images = sorted(shows.items())
+
+    def _draw_class(self, rng: np.random.Generator) -> tuple[int, int, int | None]:
+        """(source, class, query image or None) of one episode, per ``sampling``."""
+        if self.sampling == "class":
+            source, c = self.classes[int(rng.integers(len(self.classes)))]
+            return source, c, None
+        (source, image), classes = self.images[int(rng.integers(len(self.images)))]
+        return source, classes[int(rng.integers(len(classes)))], image
 
     def sample(self, step: int, batch_size: int) -> list[TrainBatch]:
         """The batch of ``step``, split into groups of equal feature grids."""
@@ -122,10 +146,15 @@ class TrainEpisodes:
         crop_rng = np.random.default_rng([self.seed, step, 1])
         groups: dict[tuple[tuple[int, int], tuple[int, int]], list[tuple]] = {}
         for _ in range(batch_size):
-            source, c = self.classes[int(rng.integers(len(self.classes)))]
+            source, c, q_image = self._draw_class(rng)
             pool, bank = self.pools[(source, c)], self.banks[source]
-            picks = rng.choice(len(pool), size=self.shots + 1, replace=False)
-            q, sup = pool[int(picks[0])], [pool[int(j)] for j in picks[1:]]
+            if q_image is None:
+                picks = rng.choice(len(pool), size=self.shots + 1, replace=False)
+                q, sup = pool[int(picks[0])], [pool[int(j)] for j in picks[1:]]
+            else:
+                others = [n for n in pool if n != q_image]
+                q = q_image
+                sup = [others[int(j)] for j in rng.choice(len(others), self.shots, replace=False)]
             flips = rng.random(self.shots + 1) < (0.5 if self.flip else 0.0)
             boxes = None  # from their own generator: cropping never changes the episodes
             if self.crop_scale < 1.0:

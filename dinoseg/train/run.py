@@ -133,7 +133,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *,
         log.info("adapter: %d tensors from %s", init_from(model, cfg.init), cfg.init)
     episodes = TrainEpisodes(banks[0], fold.base, shots=cfg.shots, min_area=cfg.min_area,
                              seed=cfg.seed, extra=_mix_sources(cfg, backbone, cache),
-                             crop_scale=cfg.crop_scale,
+                             crop_scale=cfg.crop_scale, sampling=cfg.sampling,
                              drop_classes=fold.novel if cfg.novel_images == "drop" else ())
     if episodes.dropped_images:
         log.info("novel_images=drop: %d of %d training images show a novel class and are "

@@ -214,6 +214,41 @@ def test_crop_augmentation_keeps_grids_and_aligns_features_with_labels(setup):
     assert all(torch.equal(x.target, y.target) for x, y in zip(a, again, strict=True))
 
 
+def test_image_sampling_draws_queries_uniformly_over_images(setup):
+    """sampling="image": the query is drawn over images, so an image that shows a rare class
+    is not the query of every rare-class episode; class sampling draws classes uniformly."""
+    from collections import Counter
+
+    from dinoseg.backbone import load_backbone
+    from dinoseg.data import FolderDataset
+    from dinoseg.train.bank import FeatureBank
+    from dinoseg.train.episodes import TrainEpisodes
+
+    tmp, cfg = setup
+    data = tmp / "rare-3"
+    write_synthetic_dataset(data, n_train=12)
+    for mask in sorted((data / "train/masks").glob("*.png"))[3:]:  # class 3 in 3 images only
+        lab = np.asarray(Image.open(mask)).copy()
+        lab[lab == 3] = 255
+        Image.fromarray(lab).save(mask)
+    bb = load_backbone(cfg.backbone, layers=cfg.layers)
+    bank = FeatureBank(FolderDataset(data, "train"), bb, image_size=56, progress=False)
+    counts = {}
+    for sampling in ("class", "image"):
+        eps = TrainEpisodes(bank, [0, 1, 2, 3], min_area=0.01, sampling=sampling)
+        batches = [b for step in range(150) for b in eps.sample(step, 4)]
+        counts[sampling] = Counter(c for b in batches for c in b.class_ids)
+        for b in batches:  # the query shows the episode class; supports too
+            assert (b.target.flatten(1).sum(1) > 0).all()
+            assert (b.support_masks.flatten(2).sum(2) > 0).all()
+    n = 600
+    assert abs(counts["class"][3] - n / 4) < 0.06 * n  # classes uniform
+    # images uniform: 3 of 12 images show class 3, each picks it with p 1/4 -> ~1/16
+    assert abs(counts["image"][3] - n / 16) < 0.04 * n
+    with pytest.raises(InputError, match="sampling must be one of class, image"):
+        TrainEpisodes(bank, [0, 1], sampling="pixel")
+
+
 def test_novel_images_must_be_a_known_choice(setup):
     tmp, cfg = setup
     with pytest.raises(InputError, match="novel_images must be one of background, drop"):
