@@ -56,7 +56,7 @@ class BankItem:
         return int(h), int(w)
 
 
-def _labels_on_grid(labels: np.ndarray, resized: tuple[int, int], padded: tuple[int, int],
+def labels_on_grid(labels: np.ndarray, resized: tuple[int, int], padded: tuple[int, int],
                     grid: tuple[int, int], ignore_index: int | None) -> Tensor:
     """(H, W) label map -> (4h, 4w) int16 on the padded input's geometry."""
     lab = torch.from_numpy(labels.astype(np.int64))
@@ -104,7 +104,7 @@ class FeatureBank:
         pixels = image_to_tensor(image, geom)[None]
         feats = [f[0].to(torch.float16) for f in cache.encode(backbone, pixels)]
         grid = (int(feats[0].shape[-2]), int(feats[0].shape[-1]))
-        lab = _labels_on_grid(labels, geom.resized, geom.padded, grid, self.dataset.ignore_index)
+        lab = labels_on_grid(labels, geom.resized, geom.padded, grid, self.dataset.ignore_index)
         values, counts = torch.unique(lab[lab >= 0], return_counts=True)
         return BankItem(
             stem=self.dataset.stems[i], feats=feats, labels=lab,

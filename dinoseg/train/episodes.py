@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dinoseg.io import InputError
+from dinoseg.train.augment import PixelAugmenter
 from dinoseg.train.bank import IGNORE, BankItem, FeatureBank
 
 
@@ -96,6 +97,8 @@ class TrainEpisodes:
         extra: more ``(bank, classes)`` sources (mixed-data training); episode classes are drawn
             uniformly over the classes of all sources, query and supports from one source.
         sampling: ``"class"`` or ``"image"`` (see ``SAMPLING``).
+        augmenter: re-encode every drawn image from an augmented view instead of using the
+            bank's cached features (:mod:`dinoseg.train.augment`).
         drop_classes: classes of ``bank`` whose images are not used at all (an image with any
             pixel of one is dropped) — the alternative to training with those pixels as
             background (``TrainConfig.novel_images``).
@@ -105,11 +108,12 @@ class TrainEpisodes:
                  min_area: float = 0.005, seed: int = 0, flip: bool = True,
                  crop_scale: float = 1.0,
                  extra: Sequence[tuple[FeatureBank, Sequence[int]]] = (),
-                 drop_classes: Sequence[int] = (), sampling: str = "class"):
+                 drop_classes: Sequence[int] = (), sampling: str = "class",
+                 augmenter: PixelAugmenter | None = None):
         self.banks = [bank, *[b for b, _ in extra]]
         dropped = {n for c in drop_classes for n in bank.images_with_class(int(c), 0.0)}
         self.dropped_images = len(dropped)
-        self.shots, self.seed, self.flip = shots, seed, flip
+        self.shots, self.seed, self.flip, self.augmenter = shots, seed, flip, augmenter
         if not 0.0 < crop_scale <= 1.0:
             raise InputError(f"crop_scale must be in (0, 1], got {crop_scale}")
         self.crop_scale = crop_scale
@@ -144,6 +148,7 @@ class TrainEpisodes:
         """The batch of ``step``, split into groups of equal feature grids."""
         rng = np.random.default_rng([self.seed, step])
         crop_rng = np.random.default_rng([self.seed, step, 1])
+        aug_rng = np.random.default_rng([self.seed, step, 2])
         groups: dict[tuple[tuple[int, int], tuple[int, int]], list[tuple]] = {}
         for _ in range(batch_size):
             source, c, q_image = self._draw_class(rng)
@@ -160,7 +165,11 @@ class TrainEpisodes:
             if self.crop_scale < 1.0:
                 boxes = crop_rng.random((self.shots + 1, 4))
                 boxes[:, :2] = self.crop_scale + (1.0 - self.crop_scale) * boxes[:, :2]
-            q_item, s_items = bank.items[q], [bank.items[j] for j in sup]
+            if self.augmenter is None:
+                q_item, s_items = bank.items[q], [bank.items[j] for j in sup]
+            else:  # fresh encoder views (own generator: the episodes stay the same)
+                q_item = self.augmenter.view(bank, q, c, aug_rng)
+                s_items = [self.augmenter.view(bank, j, c, aug_rng) for j in sup]
             key = (q_item.grid, s_items[0].grid)
             groups.setdefault(key, []).append((c, q_item, s_items, flips, boxes))
         return [self._collate(g) for g in groups.values()]

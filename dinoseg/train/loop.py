@@ -46,6 +46,7 @@ class TrainConfig:
     dice_weight: float = 1.0
     min_area: float = 0.005
     sampling: str = "class"  # episodes: a class uniformly, or "image": a query image uniformly
+    augment: float = 0.0  # > 0: online pixel augmentation of this strength (dinoseg.train.augment)
     crop_scale: float = 1.0  # < 1: random feature-grid crops (side fraction >= this), resized back
     val_episodes: int = 300
     seed: int = 0

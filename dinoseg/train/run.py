@@ -17,6 +17,7 @@ from dinoseg.data import FolderDataset
 from dinoseg.feature_cache import FeatureCache
 from dinoseg.io import InputError
 from dinoseg.models import build_segmenter, count_parameters
+from dinoseg.train.augment import PixelAugmenter
 from dinoseg.train.bank import FeatureBank
 from dinoseg.train.episodes import TrainEpisodes
 from dinoseg.train.loop import TrainConfig, train_steps
@@ -113,6 +114,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *,
     if cfg.novel_images not in NOVEL_IMAGES:
         raise InputError(f"novel_images must be one of {', '.join(NOVEL_IMAGES)}, "
                          f"got {cfg.novel_images!r}")
+    if not 0.0 <= cfg.augment < 1.0:
+        raise InputError(f"augment must be in [0, 1) (0 = off), got {cfg.augment}")
     if cfg.smoke:
         cfg = cfg.smoke_overrides()
     torch.manual_seed(cfg.seed)
@@ -134,6 +137,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *,
     episodes = TrainEpisodes(banks[0], fold.base, shots=cfg.shots, min_area=cfg.min_area,
                              seed=cfg.seed, extra=_mix_sources(cfg, backbone, cache),
                              crop_scale=cfg.crop_scale, sampling=cfg.sampling,
+                             augmenter=PixelAugmenter(backbone, cfg.augment, cfg.min_area)
+                             if cfg.augment > 0 else None,
                              drop_classes=fold.novel if cfg.novel_images == "drop" else ())
     if episodes.dropped_images:
         log.info("novel_images=drop: %d of %d training images show a novel class and are "

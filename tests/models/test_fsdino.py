@@ -348,7 +348,7 @@ def test_zero_head_residual_starts_as_the_baseline_and_trains_the_decoder_at_onc
     for zero_head in (False, True):
         model = build_segmenter("fsdino-tiny", prototype_residual=True,
                                 residual_zero_head=zero_head)
-        assert model.gate is not None and float(model.gate) == float(zero_head)
+        assert model.gate is not None and model.gate.item() == float(zero_head)
         with torch.no_grad():
             before = model(q, s, m)
         base = PrototypeBaseline(embed_layer=-1)(q, s, m)
