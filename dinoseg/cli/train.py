@@ -18,8 +18,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="dataset root (folder format)")
     p.add_argument("--fold", type=int, default=None, help="fold whose novel classes are held out")
     p.add_argument("--init", default=None, help="distilled checkpoint to start the adapter from")
-    p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    p.add_argument("--out", type=Path, default=None,
+                   help="checkpoint directory to write (default: runs/train/DATA-foldF, named "
+                   "by the dataset folder and the fold)")
     p.add_argument("--smoke", action="store_true", help="a tiny schedule (under a minute)")
+
+
+def default_out(data: str, fold: int) -> Path:
+    """``runs/train/<dataset folder name>-fold<f>``: one checkpoint directory per fold."""
+    return Path("runs") / "train" / f"{Path(data).resolve().name}-fold{fold}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve_cli(TrainConfig, args, "train", ("data", "fold", "init"))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = run_training(cfg, args.out)
+    out = run_training(cfg, args.out or default_out(cfg.data, cfg.fold))
     print(f"checkpoint written to {out}")
     print((Path(out) / "MODEL_CARD.md").read_text())
     return 0

@@ -273,3 +273,16 @@ def test_cli_config_layers_params_flags_and_overrides(tmp_path):
     cfg = resolve_cli(TrainConfig, args, "train", ("data", "fold", "init"))
     assert (cfg.steps, cfg.fold, cfg.lr, cfg.smoke) == (5, 1, 0.2, True)
     assert cfg.data == TrainConfig().data  # a flag not given leaves the lower layers
+
+
+def test_cli_names_the_checkpoint_by_dataset_and_fold(setup, monkeypatch, capsys):
+    from dinoseg.cli import main
+
+    tmp, cfg = setup
+    monkeypatch.chdir(tmp)
+    rc = main(["train", "--data", cfg.data, "--fold", "1", "--smoke", f"backbone={cfg.backbone}",
+               "layers=1,2", "arch=fsdino-tiny", "image_size=70", "min_area=0.01"])
+    out = tmp / "runs/train/data-fold1"
+    assert rc == 0 and (out / "model.safetensors").exists()
+    assert json.loads((out / "metrics.json").read_text())["fold"] == 1
+    assert "runs/train/data-fold1" in capsys.readouterr().out
