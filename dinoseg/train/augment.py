@@ -19,7 +19,7 @@ import torch
 
 from dinoseg.backbone import DinoBackbone
 from dinoseg.preprocess import image_to_tensor, plan_geometry
-from dinoseg.train.bank import BankItem, FeatureBank, labels_on_grid
+from dinoseg.train.bank import BankItem, FeatureBank, make_item
 
 #: Crop attempts that must keep the episode class before the whole image is used.
 CROP_TRIES = 5
@@ -80,10 +80,5 @@ class PixelAugmenter:
         h, w = labels.shape
         size = max(56, round(bank.image_size * rng.uniform(1.0 - s / 2, 1.0 + s / 2)))
         geom = plan_geometry(h, w, image_size=size, patch=self.backbone.patch_size)
-        feats = [f[0].to(torch.float16) for f in self.backbone(image_to_tensor(image, geom)[None])]
-        grid = (int(feats[0].shape[-2]), int(feats[0].shape[-1]))
-        lab = labels_on_grid(labels, geom.resized, geom.padded, grid, bank.dataset.ignore_index)
-        values, counts = torch.unique(lab[lab >= 0], return_counts=True)
-        return BankItem(stem=bank.items[index].stem, feats=feats, labels=lab,
-                        counts={int(v): int(c) for v, c in zip(values, counts, strict=True)},
-                        orig=(h, w), resized=geom.resized)
+        feats = self.backbone(image_to_tensor(image, geom)[None])
+        return make_item(bank.items[index].stem, feats, labels, geom, bank.dataset.ignore_index)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from dinoseg.backbone import DinoBackbone
 from dinoseg.data import FolderDataset
 from dinoseg.feature_cache import FeatureCache
-from dinoseg.preprocess import image_to_tensor, plan_geometry
+from dinoseg.preprocess import Geometry, image_to_tensor, plan_geometry
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,19 @@ def labels_on_grid(labels: np.ndarray, resized: tuple[int, int], padded: tuple[i
     return out
 
 
+def make_item(stem: str, feats: list[Tensor], labels: np.ndarray, geom: Geometry,
+              ignore_index: int | None) -> BankItem:
+    """A :class:`BankItem` from encoder outputs L x (1, C, h, w) of ``geom``'s input and the
+    (H, W) label map of the encoded image."""
+    half = [f[0].to(torch.float16) for f in feats]
+    grid = (int(half[0].shape[-2]), int(half[0].shape[-1]))
+    lab = labels_on_grid(labels, geom.resized, geom.padded, grid, ignore_index)
+    values, counts = torch.unique(lab[lab >= 0], return_counts=True)
+    return BankItem(stem=stem, feats=half, labels=lab,
+                    counts={int(v): int(c) for v, c in zip(values, counts, strict=True)},
+                    orig=geom.orig, resized=geom.resized)
+
+
 class FeatureBank:
     """Features and low-resolution labels of every image in a dataset split.
 
@@ -102,15 +115,8 @@ class FeatureBank:
         h, w = image.shape[:2]
         geom = plan_geometry(h, w, image_size=self.image_size, patch=backbone.patch_size)
         pixels = image_to_tensor(image, geom)[None]
-        feats = [f[0].to(torch.float16) for f in cache.encode(backbone, pixels)]
-        grid = (int(feats[0].shape[-2]), int(feats[0].shape[-1]))
-        lab = labels_on_grid(labels, geom.resized, geom.padded, grid, self.dataset.ignore_index)
-        values, counts = torch.unique(lab[lab >= 0], return_counts=True)
-        return BankItem(
-            stem=self.dataset.stems[i], feats=feats, labels=lab,
-            counts={int(v): int(c) for v, c in zip(values, counts, strict=True)},
-            orig=(h, w), resized=geom.resized,
-        )
+        return make_item(self.dataset.stems[i], cache.encode(backbone, pixels), labels, geom,
+                         self.dataset.ignore_index)
 
     def __len__(self) -> int:
         return len(self.items)
