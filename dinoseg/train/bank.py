@@ -56,7 +56,7 @@ class BankItem:
         return int(h), int(w)
 
 
-def labels_on_grid(labels: np.ndarray, resized: tuple[int, int], padded: tuple[int, int],
+def _labels_on_grid(labels: np.ndarray, resized: tuple[int, int], padded: tuple[int, int],
                     grid: tuple[int, int], ignore_index: int | None) -> Tensor:
     """(H, W) label map -> (4h, 4w) int16 on the padded input's geometry."""
     lab = torch.from_numpy(labels.astype(np.int64))
@@ -79,7 +79,7 @@ def make_item(stem: str, feats: list[Tensor], labels: np.ndarray, geom: Geometry
     (H, W) label map of the encoded image."""
     half = [f[0].to(torch.float16) for f in feats]
     grid = (int(half[0].shape[-2]), int(half[0].shape[-1]))
-    lab = labels_on_grid(labels, geom.resized, geom.padded, grid, ignore_index)
+    lab = _labels_on_grid(labels, geom.resized, geom.padded, grid, ignore_index)
     values, counts = torch.unique(lab[lab >= 0], return_counts=True)
     return BankItem(stem=stem, feats=half, labels=lab,
                     counts={int(v): int(c) for v, c in zip(values, counts, strict=True)},
