@@ -31,7 +31,8 @@ def jitter_colour(image: np.ndarray, rng: np.random.Generator, strength: float) 
     x = image.astype(np.float32)
     b, c, s = rng.uniform(1.0 - strength, 1.0 + strength, size=3)
     x = x * b
-    x = (x - x.mean()) * c + x.mean()
+    mean = x.mean()
+    x = (x - mean) * c + mean
     gray = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     x = gray[..., None] + (x - gray[..., None]) * s
     return np.clip(x, 0, 255).astype(np.uint8)
