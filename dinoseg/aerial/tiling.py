@@ -215,15 +215,3 @@ def tiled_labels(
         source, score_fn, emit, tile=tile, overlap=overlap, batch=batch, progress=progress
     )
     return labels
-
-
-def tiled_scores(
-    source: ImageSource, score_fn: ScoreFn, *, tile: int, overlap: int, batch: int = 2
-) -> np.ndarray:
-    """The full ``(C, H, W)`` blended scores (for small images and tests; memory ~ image)."""
-    bands: list[np.ndarray] = []
-    blend_tiles(
-        source, score_fn, lambda _y, s: bands.append(s.copy()), tile=tile, overlap=overlap,
-        batch=batch,
-    )
-    return np.concatenate(bands, axis=1)

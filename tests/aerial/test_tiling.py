@@ -9,15 +9,27 @@ import pytest
 
 from dinoseg.aerial.reader import ArraySource
 from dinoseg.aerial.tiling import (
+    ScoreFn,
     blend_tiles,
     plan_tiles,
     ramp,
     tile_starts,
     tile_window,
     tiled_labels,
-    tiled_scores,
 )
 from dinoseg.io import InputError
+
+
+def tiled_scores(
+    source: ArraySource, score_fn: ScoreFn, *, tile: int, overlap: int, batch: int = 2
+) -> np.ndarray:
+    """The full ``(C, H, W)`` blended scores, the bands of :func:`blend_tiles` put together."""
+    bands: list[np.ndarray] = []
+    blend_tiles(
+        source, score_fn, lambda _y, s: bands.append(s.copy()), tile=tile, overlap=overlap,
+        batch=batch,
+    )
+    return np.concatenate(bands, axis=1)
 
 
 def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
