@@ -118,11 +118,3 @@ def resolve_model_uri(spec: str) -> tuple[str, str]:
     if mv is None:
         raise InputError(f"{spec}: not found in the MLflow registry at {uri}; {hint}")
     return str(download(client, mv)), f"models:/{name}/{mv.version}"
-
-
-def champion_version(name: str = MODEL_NAME) -> str | None:
-    """The registry version the ``champion`` alias points at, ``None`` when there is none."""
-    if _store_missing(runtime.tracking_uri()):
-        return None
-    mv = find_version(registry_client(), name, CHAMPION)
-    return None if mv is None else str(mv.version)

@@ -214,7 +214,6 @@ def champion(stack: Stack) -> str:
             mv = new_version(run.client, registry.MODEL_NAME, run, {"val_miou": 1.0})
             run.client.set_registered_model_alias(registry.MODEL_NAME, registry.CHAMPION,
                                                   mv.version)  # fmt: skip
-        assert registry.champion_version() == "1"
         from dinoseg.predictor import load_predictor
 
         assert load_predictor(CHAMPION).model_id == CHAMPION_V1
