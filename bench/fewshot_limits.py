@@ -189,8 +189,9 @@ def main() -> None:
 
     from dinoseg.backbone import load_backbone
     from dinoseg.data.episodes import EpisodeSampler
+    from dinoseg.data.folds import dataset_fold
     from dinoseg.data.open import open_dataset
-    from dinoseg.evaluate import dataset_fold, evaluate
+    from dinoseg.eval.protocol import evaluate
     from dinoseg.feature_cache import FeatureCache
     from dinoseg.predictor import FewShotPredictor
 

@@ -1,5 +1,5 @@
 """The fixed evaluation episodes written by ``prepare`` (``data/episodes/val.json``), served
-with the interface :func:`dinoseg.evaluate.evaluate` expects from an episode sampler."""
+with the interface :func:`dinoseg.eval.protocol.evaluate` expects from an episode sampler."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from dinoseg.cache import cache_dir
 from dinoseg.config import resolve
-from dinoseg.evaluate import EvalResult
+from dinoseg.eval.protocol import EvalResult
 from dinoseg.predictor import FewShotPredictor
 from mlops.episodes import ListedEpisodes, list_digest, read_list
 from mlops.pipeline import EPISODES, EVAL, METRICS, MODEL, TRAIN_SET, section, stage_main
@@ -60,7 +60,7 @@ def predictors(checkpoint: Path, cfg: EvaluateConfig) -> dict[str, FewShotPredic
 def run_episodes(models: Mapping[str, FewShotPredictor], cfg: EvaluateConfig) -> EvalResult:
     """Every model on the fixed evaluation episodes."""
     from dinoseg.data import FolderDataset
-    from dinoseg.evaluate import evaluate
+    from dinoseg.eval.protocol import evaluate
     from dinoseg.feature_cache import FeatureCache
 
     spec = read_list(EPISODE_LIST)
@@ -70,7 +70,7 @@ def run_episodes(models: Mapping[str, FewShotPredictor], cfg: EvaluateConfig) ->
                 "episode_list": str(EPISODE_LIST), "episode_list_sha": list_digest(EPISODE_LIST)}
     disk = cfg.feature_cache or str(cache_dir("features"))
     cache = FeatureCache(max_bytes=int(cfg.cache_gb * 1024**3), disk_dir=disk)
-    return evaluate(models, episodes, class_names=dataset.class_names, cache=cache,  # type: ignore[arg-type]
+    return evaluate(models, episodes, class_names=dataset.class_names, cache=cache,
                     settings=settings, n_examples=cfg.examples, progress=False)
 
 
@@ -107,7 +107,7 @@ def write_class_iou(report: Mapping[str, Any], path: Path) -> None:
 
 def run() -> None:
     """The stage (see the module docstring)."""
-    from dinoseg.cli.evaluate import write_outputs
+    from dinoseg.eval.report import write_outputs
     from mlops.tracking import stage_run
 
     cfg = resolve(EvaluateConfig, section("evaluate"))

@@ -42,7 +42,7 @@ def episode_list(root: Path, cfg: PrepareConfig, fold_index: int) -> dict[str, A
     """The fixed evaluation episodes: ``cfg.val_episodes`` seeded episodes over the val split,
     classes = the fold's novel classes; each ``{class_id, query, supports}`` by stem."""
     from dinoseg.data import EpisodeSampler, FolderDataset
-    from dinoseg.evaluate import dataset_fold
+    from dinoseg.data.folds import dataset_fold
 
     ds = FolderDataset(root, "val")
     fold = dataset_fold(ds.class_names, ds.class_ids, fold_index)

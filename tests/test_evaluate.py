@@ -1,4 +1,4 @@
-"""``dinoseg eval``, :func:`dinoseg.evaluate.evaluate` and the feature cache."""
+"""``dinoseg eval``, :func:`dinoseg.eval.protocol.evaluate` and the feature cache."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from dinoseg.backbone import DinoBackbone
 from dinoseg.checkpoint import CheckpointConfig, save_checkpoint
 from dinoseg.cli import main
 from dinoseg.data import EpisodeSampler, FolderDataset
-from dinoseg.data.folds import CAMVID_CLASSES, PASCAL_CLASSES
-from dinoseg.evaluate import EvalResult, dataset_fold, episode_iou, evaluate, parse_classes
+from dinoseg.eval.protocol import EvalResult, episode_iou, evaluate, parse_classes
 from dinoseg.feature_cache import FeatureCache
+from dinoseg.io import InputError
 from dinoseg.models import build_segmenter
 from dinoseg.models.prototype import PrototypeBaseline
 from dinoseg.predictor import FewShotPredictor
@@ -182,14 +182,11 @@ def test_feature_cache_lru_and_keys() -> None:
     assert FeatureCache.key(x, "bb") == FeatureCache.key(x.clone(), "bb")
 
 
-def test_folds_follow_the_class_names() -> None:
-    pascal = {**dict(enumerate(PASCAL_CLASSES)), 20: "background"}
-    assert dataset_fold(pascal, range(20), 1).novel == (5, 6, 7, 8, 9)
-    camvid = dict(enumerate(CAMVID_CLASSES))
-    assert dataset_fold(camvid, range(11), 2).benchmark == "camvid-3i"
+def test_classes_by_name_or_id() -> None:
     generic = dict(enumerate(["land", "water", "road"]))
-    assert dataset_fold(generic, range(3), 1, n_folds=3).novel == (1,)
     assert parse_classes("Water, 0", generic) == [0, 1]
+    with pytest.raises(InputError, match="unknown class 'sea'"):
+        parse_classes("sea", generic)
 
 
 def test_episode_iou_ignores_void() -> None:

@@ -1,22 +1,18 @@
 """``dinoseg eval``: several models on the same seeded episodes -> table, JSON report, plots.
 
-The work is :func:`dinoseg.evaluate.evaluate`; this module checks arguments, builds the
-predictors and writes ``--out`` (JSON) plus PNG plots beside it:
-``<stem>_class_iou.png``, ``<stem>_confidence.png`` and ``<stem>_example_<i>.png``.
+Arguments only: this module checks them, opens the dataset, builds the predictors and hands over
+to :func:`dinoseg.eval.protocol.evaluate`; :func:`dinoseg.eval.report.write_outputs` writes
+``--out`` (JSON) and the plots beside it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from dinoseg.backbone import DEFAULT_BACKBONE
-from dinoseg.data.folds import DEFAULT_MIN_AREA
-from dinoseg.evaluate import DEFAULT_FOLDER_FOLDS, EvalResult, Example
+from dinoseg.data.folds import DEFAULT_FOLDER_FOLDS, DEFAULT_MIN_AREA
 from dinoseg.io import InputError
 
 
@@ -75,7 +71,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _classes(args: argparse.Namespace, dataset: Any) -> tuple[list[int] | None, dict[str, Any]]:
     """Episode classes from --fold / --classes (None = all) and their description."""
-    from dinoseg.evaluate import dataset_fold, parse_classes
+    from dinoseg.data.folds import dataset_fold
+    from dinoseg.eval.protocol import parse_classes
 
     if args.fold is not None:
         fold = dataset_fold(dataset.class_names, dataset.class_ids, args.fold, n_folds=args.n_folds)
@@ -124,7 +121,8 @@ def _load_models(specs: list[str], args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from dinoseg.data import EpisodeSampler, open_dataset
-    from dinoseg.evaluate import evaluate, format_table
+    from dinoseg.eval.protocol import evaluate
+    from dinoseg.eval.report import format_table, write_outputs
     from dinoseg.feature_cache import FeatureCache
 
     specs = _check_args(args)
@@ -165,91 +163,3 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(result.report), flush=True)
     print(f"report: {args.out}", flush=True)
     return 0
-
-
-def write_outputs(result: EvalResult, out: Path) -> list[Path]:
-    """Write the plots beside ``out`` and the report (listing them) to ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stem = out.with_suffix("")
-    plots = [
-        plot_class_iou(result.report, Path(f"{stem}_class_iou.png")),
-        plot_confidence(result.report, Path(f"{stem}_confidence.png")),
-    ]
-    names = list(result.report["models"])
-    for j, ex in enumerate(result.examples):
-        plots.append(plot_example(ex, names, Path(f"{stem}_example_{j}.png")))
-    result.report["plots"] = [p.name for p in plots]
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result.report, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out)
-    return [out, *plots]
-
-
-def plot_class_iou(report: dict[str, Any], path: Path) -> Path:
-    """Grouped bars: per-class IoU (%), one bar per model."""
-    from matplotlib.figure import Figure
-
-    models = report["models"]
-    ids = sorted({int(c) for m in models.values() for c in m["metrics"]["per_class"]})
-    labels = [report["settings"]["class_names"].get(str(c), str(c)) for c in ids]
-    fig = Figure(figsize=(max(6.0, 0.9 * len(ids) * max(1, len(models)) ** 0.5), 4.0))
-    ax = fig.add_subplot()
-    width = 0.8 / len(models)
-    for j, (name, m) in enumerate(models.items()):
-        per_class = m["metrics"]["per_class"]
-        values = [(per_class.get(str(c)) or {}).get("iou") or 0.0 for c in ids]
-        x = np.arange(len(ids)) + (j - (len(models) - 1) / 2) * width
-        ax.bar(x, values, width, label=f"{name} (mIoU {m['metrics']['miou'] or 0:.1f})")
-    ax.set_xticks(np.arange(len(ids)), labels, rotation=30, ha="right")
-    ax.set_ylabel("IoU (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
-
-
-def plot_confidence(report: dict[str, Any], path: Path) -> Path:
-    """Per model: histogram of episode confidence, correct (IoU >= threshold) vs not."""
-    from matplotlib.figure import Figure
-
-    models = report["models"]
-    cut = report["calibration"]["correct_iou"]
-    fig = Figure(figsize=(4.0 * len(models), 3.2))
-    for j, (name, m) in enumerate(models.items()):
-        ax = fig.add_subplot(1, len(models), j + 1)
-        conf = np.array([e["confidence"] for e in m["episodes"]], dtype=float)
-        ok = np.array([(e["iou"] or 0.0) >= cut for e in m["episodes"]], dtype=bool)
-        ax.hist(conf[ok], bins=20, range=(0.0, 1.0), alpha=0.6, label=f"IoU >= {cut} ({ok.sum()})")
-        ax.hist(
-            conf[~ok], bins=20, range=(0.0, 1.0), alpha=0.6, label=f"IoU < {cut} ({(~ok).sum()})"
-        )
-        ax.set_title(name if len(name) < 40 else "..." + name[-37:], fontsize="small")
-        ax.set_xlabel("confidence")
-        ax.legend(fontsize="x-small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
-
-
-def plot_example(example: Example, model_names: list[str], path: Path) -> Path:
-    """One row: support (mask) | query ground truth | each model's prediction."""
-    from matplotlib.figure import Figure
-
-    from dinoseg.visualize import overlay
-
-    panels = [
-        (overlay(example.support_image, example.support_mask), "support"),
-        (overlay(example.query_image, example.query_mask == 1), "query GT"),
-    ]
-    panels += [(overlay(example.query_image, example.predictions[n]), n) for n in model_names]
-    fig = Figure(figsize=(3.2 * len(panels), 3.0))
-    for j, (image, title) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), j + 1)
-        ax.imshow(image)
-        ax.set_title(title if len(title) < 30 else "..." + title[-27:], fontsize="small")
-        ax.axis("off")
-    fig.suptitle(f"episode {example.episode}: {example.class_name}", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    return path

@@ -6,11 +6,14 @@ from dinoseg.data.episodes import Episode, EpisodeSampler, EpisodeSource
 from dinoseg.data.folder import ClassInfo, FolderDataset, read_classes
 from dinoseg.data.folds import (
     CAMVID_FOLDS,
+    DEFAULT_FOLDER_FOLDS,
     DEFAULT_MIN_AREA,
     Fold,
     base_classes,
+    benchmark_of,
     camvid_fold,
     coco_fold,
+    dataset_fold,
     folder_folds,
     get_fold,
     is_present,
@@ -24,6 +27,7 @@ from dinoseg.data.presence import MaskStats, default_cache_dir
 
 __all__ = [
     "CAMVID_FOLDS",
+    "DEFAULT_FOLDER_FOLDS",
     "DEFAULT_MIN_AREA",
     "BinaryClassDataset",
     "ClassInfo",
@@ -35,8 +39,10 @@ __all__ = [
     "FolderDataset",
     "MaskStats",
     "base_classes",
+    "benchmark_of",
     "camvid_fold",
     "coco_fold",
+    "dataset_fold",
     "default_cache_dir",
     "folder_folds",
     "get_fold",

@@ -14,6 +14,9 @@ Benchmarks (class ids are 0-based, in each dataset's ``classes.json`` order):
   :data:`CAMVID_FOLDS`: every fold mixes large "stuff" (sky/road, building/pavement, tree) with
   small or thin objects (sign, pedestrian / fence, bicyclist / pole, car).
 
+:func:`dataset_fold` picks the rule from a dataset's class names (:func:`benchmark_of`): PASCAL-5i
+or CamVid-3i when the names are those, else :func:`folder_folds` over its episode classes.
+
 Minimum-area rule: a class is *present* in an image only if it covers at least
 ``min_pixels(min_area, H * W)`` pixels, ``min_area`` being a fraction of the image area
 (default :data:`DEFAULT_MIN_AREA` = 0.5 %). The episode sampler (queries and supports) and training
@@ -23,7 +26,7 @@ use the same rule, so a 3-pixel sliver never becomes a query or a support.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +35,8 @@ from dinoseg.io import InputError
 
 #: Default minimum area of a class in an image, as a fraction of the image (0.5 %).
 DEFAULT_MIN_AREA = 0.005
+#: Folds of a generic folder dataset unless told otherwise.
+DEFAULT_FOLDER_FOLDS = 4
 
 PASCAL_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -141,6 +146,36 @@ def get_fold(benchmark: str, index: int) -> Fold:
             "or folder_folds(class_ids, n_folds) for your own dataset"
         )
     return builders[key](index)
+
+
+def benchmark_of(class_names: Mapping[int, str]) -> str | None:
+    """``"pascal"``, ``"camvid"`` or ``"coco"`` when the class names are that benchmark's,
+    else ``None`` (COCO: the 80 categories of a COCO instances file, person first)."""
+    for name, known in (("pascal", PASCAL_CLASSES), ("camvid", CAMVID_CLASSES)):
+        if all(class_names.get(i) == n for i, n in enumerate(known)):
+            return name
+    coco = len(class_names) == N_COCO_CLASSES and class_names.get(0) == "person"
+    if coco and class_names.get(79):
+        return "coco"
+    return None
+
+
+def dataset_fold(
+    class_names: Mapping[int, str],
+    episode_classes: Iterable[int],
+    index: int,
+    *,
+    n_folds: int = DEFAULT_FOLDER_FOLDS,
+) -> Fold:
+    """Fold ``index`` of a dataset: PASCAL-5i or CamVid-3i when its class names are those,
+    else :func:`folder_folds` over its episode classes (``n_folds`` folds)."""
+    benchmark = benchmark_of(class_names)
+    if benchmark is not None:
+        return get_fold(benchmark, index)
+    folds = folder_folds(episode_classes, n_folds)
+    if not 0 <= index < len(folds):
+        raise InputError(f"folder: fold {index} does not exist; use 0 .. {len(folds) - 1}")
+    return folds[index]
 
 
 def min_pixels(min_area: float, n_pixels: int) -> int:

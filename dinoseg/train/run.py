@@ -109,7 +109,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *,
     ``out_dir``; intermediate state lives in ``out_dir/work`` so a rerun resumes."""
     from safetensors.torch import load_file
 
-    from dinoseg.evaluate import dataset_fold
+    from dinoseg.data.folds import dataset_fold
 
     if cfg.novel_images not in NOVEL_IMAGES:
         raise InputError(f"novel_images must be one of {', '.join(NOVEL_IMAGES)}, "

@@ -17,8 +17,10 @@ from dinoseg.data.folds import (
     CAMVID_FOLDS,
     PASCAL_CLASSES,
     base_classes,
+    benchmark_of,
     camvid_fold,
     coco_fold,
+    dataset_fold,
     folder_folds,
     get_fold,
     is_present,
@@ -109,6 +111,21 @@ def test_folder_folds_and_lookup() -> None:
         get_fold("pascal", 4)
     with pytest.raises(InputError, match="unknown benchmark"):
         get_fold("ade20k", 0)
+
+
+def test_dataset_fold_follows_the_class_names() -> None:
+    pascal = {**dict(enumerate(PASCAL_CLASSES)), 20: "background"}
+    assert dataset_fold(pascal, range(20), 1).novel == (5, 6, 7, 8, 9)
+    camvid = dict(enumerate(CAMVID_CLASSES))
+    assert dataset_fold(camvid, range(11), 2).benchmark == "camvid-3i"
+    coco = {0: "person", **{i: f"thing{i}" for i in range(1, 80)}}
+    assert benchmark_of(coco) == "coco" and dataset_fold(coco, range(80), 3) == coco_fold(3)
+    assert benchmark_of({**coco, 0: "cyclist"}) is None
+    generic = dict(enumerate(["land", "water", "road"]))
+    assert benchmark_of(generic) is None
+    assert dataset_fold(generic, range(3), 1, n_folds=3).novel == (1,)
+    with pytest.raises(InputError, match="fold 3 does not exist"):
+        dataset_fold(generic, range(3), 3, n_folds=3)
 
 
 def test_min_area_rule() -> None:

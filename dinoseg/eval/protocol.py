@@ -1,8 +1,11 @@
-"""Few-shot evaluation: several models on the same seeded episodes, one shared feature cache.
+"""The evaluation protocol: several models on the same seeded episodes, one shared feature cache.
 
-:func:`evaluate` is the library entry point (the ``dinoseg eval`` command and the pipelines call
-it); it returns a JSON-ready report plus a few example episodes for pictures. Per episode and
-model: ``set_support(supports, masks == 1)``, ``predict([query])``, then the meter update.
+:func:`evaluate` is the library entry point (the ``dinoseg eval`` command, the pipeline and bench/
+call it); it returns a JSON-ready report plus a few example episodes for pictures
+(:mod:`dinoseg.eval.report` writes both). Models are named predictors: a variant to compare (other
+weights, backbone, image size, support memory ...) is one more named entry, and every entry sees
+exactly the same episodes. Per episode and model: ``set_support(supports, masks == 1)``,
+``predict([query])``, then the meter update.
 
 Timing per model: ``seconds_per_episode`` covers ``set_support`` + ``predict``; its encoder
 share (``encoder_seconds_per_episode``: hashing, cache look-ups and the backbone on misses) is
@@ -31,14 +34,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from dinoseg.data.episodes import Episode, EpisodeSampler
-from dinoseg.data.folds import CAMVID_CLASSES, PASCAL_CLASSES, Fold, folder_folds, get_fold
+from dinoseg.data.episodes import Episode
 from dinoseg.feature_cache import CachedPredictor, FeatureCache
 from dinoseg.io import InputError
 from dinoseg.metrics import IGNORE, SegmentationMeter
@@ -46,36 +48,21 @@ from dinoseg.predictor import FewShotPredictor, Prediction
 
 #: An episode counts as correct when its IoU (fraction) is at least this.
 CORRECT_IOU = 0.5
-DEFAULT_FOLDER_FOLDS = 4
 
 
-def benchmark_of(class_names: Mapping[int, str]) -> str | None:
-    """``"pascal"``, ``"camvid"`` or ``"coco"`` when the class names are that benchmark's,
-    else ``None`` (COCO: the 80 categories of a COCO instances file, person first)."""
-    for name, known in (("pascal", PASCAL_CLASSES), ("camvid", CAMVID_CLASSES)):
-        if all(class_names.get(i) == n for i, n in enumerate(known)):
-            return name
-    if len(class_names) == 80 and class_names.get(0) == "person" and class_names.get(79):
-        return "coco"
-    return None
+class Episodes(Protocol):
+    """What :func:`evaluate` reads from its episodes: a fixed, indexable list and how it was drawn
+    (:class:`~dinoseg.data.episodes.EpisodeSampler`, the pipeline's listed episodes)."""
 
+    shots: int
+    seed: int
+    min_area: float
+    class_order: tuple[int, ...]
+    skipped: dict[int, int]
 
-def dataset_fold(
-    class_names: Mapping[int, str],
-    episode_classes: Iterable[int],
-    index: int,
-    *,
-    n_folds: int = DEFAULT_FOLDER_FOLDS,
-) -> Fold:
-    """Fold ``index`` of a dataset: PASCAL-5i or CamVid-3i when its class names are those,
-    else :func:`folder_folds` over its episode classes (``n_folds`` folds)."""
-    benchmark = benchmark_of(class_names)
-    if benchmark is not None:
-        return get_fold(benchmark, index)
-    folds = folder_folds(episode_classes, n_folds)
-    if not 0 <= index < len(folds):
-        raise InputError(f"folder: fold {index} does not exist; use 0 .. {len(folds) - 1}")
-    return folds[index]
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> Episode: ...
 
 
 def parse_classes(text: str, class_names: Mapping[int, str]) -> list[int]:
@@ -189,7 +176,7 @@ def _common(values: Mapping[str, Any]) -> Any:
 
 
 def _settings(
-    sampler: EpisodeSampler, names: Mapping[int, str], runs: Mapping[str, _ModelRun]
+    sampler: Episodes, names: Mapping[int, str], runs: Mapping[str, _ModelRun]
 ) -> dict[str, Any]:
     classes = sorted(sampler.class_order)
     backbones = {
@@ -209,41 +196,21 @@ def _settings(
     }
 
 
-def evaluate(
-    models: Mapping[str, FewShotPredictor],
-    sampler: EpisodeSampler,
-    *,
-    class_names: Mapping[int, str] | None = None,
-    cache: FeatureCache | None = None,
-    settings: Mapping[str, Any] | None = None,
-    n_examples: int = 3,
-    progress: bool = True,
-) -> EvalResult:
-    """Run every model on every episode of ``sampler``.
-
-    Args:
-        models: name -> predictor (any backbone; predictors sharing one share cache entries).
-        sampler: the episodes; all models see exactly the same ones.
-        class_names: class id -> name for the report.
-        cache: feature cache (default: a fresh in-memory one); pass one with a ``disk_dir``
-            to reuse features across runs.
-        settings: extra entries for ``report["settings"]`` (data path, split, fold ...).
-        n_examples: how many leading episodes to keep as :class:`Example`.
-        progress: show a tqdm bar on stderr.
-    """
+def _run_episodes(
+    runs: Mapping[str, _ModelRun],
+    sampler: Episodes,
+    names: Mapping[int, str],
+    n_examples: int,
+    progress: bool,
+) -> tuple[list[Example], float]:
+    """Every model on every episode, in episode order; returns the examples kept and the
+    seconds spent loading episodes."""
     from tqdm import tqdm
 
-    if not models:
-        raise InputError("give at least one model to evaluate")
-    names = dict(class_names or {})
-    cache = cache if cache is not None else FeatureCache()
-    runs = {
-        name: _ModelRun(CachedPredictor(p, cache), SegmentationMeter(class_names=names))
-        for name, p in models.items()
-    }
     examples: list[Example] = []
-    n, data_seconds, start = len(sampler), 0.0, time.perf_counter()
-    for i in tqdm(range(n), desc="eval", unit="ep", file=sys.stderr, disable=not progress):
+    data_seconds = 0.0
+    bar = tqdm(range(len(sampler)), desc="eval", unit="ep", file=sys.stderr, disable=not progress)
+    for i in bar:
         t0 = time.perf_counter()
         ep = sampler[i]
         data_seconds += time.perf_counter() - t0
@@ -254,6 +221,42 @@ def evaluate(
                 example.predictions[name] = pred.mask
         if example is not None:
             examples.append(example)
+    return examples, data_seconds
+
+
+def evaluate(
+    models: Mapping[str, FewShotPredictor],
+    sampler: Episodes,
+    *,
+    class_names: Mapping[int, str] | None = None,
+    cache: FeatureCache | None = None,
+    settings: Mapping[str, Any] | None = None,
+    n_examples: int = 3,
+    progress: bool = True,
+) -> EvalResult:
+    """Run every model on every episode of ``sampler``.
+
+    Args:
+        models: name -> predictor (any backbone; predictors sharing one share cache entries);
+            the report keeps this order.
+        sampler: the episodes; all models see exactly the same ones.
+        class_names: class id -> name for the report.
+        cache: feature cache (default: a fresh in-memory one); pass one with a ``disk_dir``
+            to reuse features across runs.
+        settings: extra entries for ``report["settings"]`` (data path, split, fold ...).
+        n_examples: how many leading episodes to keep as :class:`Example`.
+        progress: show a tqdm bar on stderr.
+    """
+    if not models:
+        raise InputError("give at least one model to evaluate")
+    names = dict(class_names or {})
+    cache = cache if cache is not None else FeatureCache()
+    runs = {
+        name: _ModelRun(CachedPredictor(p, cache), SegmentationMeter(class_names=names))
+        for name, p in models.items()
+    }
+    n, start = len(sampler), time.perf_counter()
+    examples, data_seconds = _run_episodes(runs, sampler, names, n_examples, progress)
     wall = time.perf_counter() - start
     report = {
         "settings": {**_settings(sampler, names, runs), **dict(settings or {})},
@@ -263,33 +266,3 @@ def evaluate(
         "calibration": {"correct_iou": CORRECT_IOU},
     }
     return EvalResult(report=report, examples=examples)
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def format_table(report: Mapping[str, Any]) -> str:
-    """Side-by-side text table of a report: per-class IoU, other metrics, timing, then mIoU and
-    FB-IoU as the last two lines."""
-    models = report["models"]
-    width = max(12, *(len(m) for m in models))
-    header = f"{'':<22}" + "".join(f"{m:>{width + 2}}" for m in models)
-    lines = [header, "-" * len(header)]
-
-    def row(label: str, values: Iterable[str]) -> None:
-        lines.append(f"{label:<22}" + "".join(f"{v:>{width + 2}}" for v in values))
-
-    class_ids = sorted({int(c) for m in models.values() for c in m["metrics"]["per_class"]})
-    for c in class_ids:
-        entries = [m["metrics"]["per_class"].get(str(c)) for m in models.values()]
-        label = next(e["name"] for e in entries if e is not None)
-        row(f"IoU {label}", (_fmt(e["iou"] if e else None) for e in entries))
-    for key, label in (("boundary_f1", "boundary F1"), ("pixel_accuracy", "pixel accuracy")):
-        row(label, (_fmt(m["metrics"][key]) for m in models.values()))
-    for key, label in (("encoder", "encoder ms/episode"), ("model", "model ms/episode")):
-        per_ep = (m["timing"][f"{key}_seconds_per_episode"] * 1000 for m in models.values())
-        row(label, (_fmt(v) for v in per_ep))
-    row("mIoU", (_fmt(m["metrics"]["miou"]) for m in models.values()))
-    row("FB-IoU", (_fmt(m["metrics"]["fb_iou"]) for m in models.values()))
-    return "\n".join(lines)
