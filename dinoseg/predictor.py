@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from torch import Tensor, nn
 from dinoseg.backbone import DEFAULT_BACKBONE, DinoBackbone, load_backbone
 from dinoseg.confidence import mask_confidence
 from dinoseg.io import InputError
+from dinoseg.modelspec import parse_model_spec, resolve_model_spec
 from dinoseg.preprocess import (
     Geometry,
     image_to_tensor,
@@ -186,11 +185,12 @@ def load_predictor(
     Args:
         model_spec: ``prototype``, a checkpoint directory, or a ``scheme:/...`` spec such as
             ``models:/dinoseg-segmenter@champion`` handed to a resolver plug-in
-            (:func:`resolve_model_spec`).
+            (:func:`dinoseg.modelspec.resolve_model_spec`).
         backbone: override of the backbone spec (default: the checkpoint's, else
             ``packaged:dinov2-s``).
     """
-    if model_spec == "prototype":
+    spec = parse_model_spec(model_spec)
+    if spec.kind == "prototype":
         from dinoseg.models.prototype import PrototypeBaseline
 
         bb = load_backbone(backbone or DEFAULT_BACKBONE, layers=layers)
@@ -202,8 +202,9 @@ def load_predictor(
             model_id="prototype",
         )
     model_id: str | None = None
-    if _SCHEME.match(model_spec):
-        model_spec, model_id = resolve_model_spec(model_spec)
+    model_spec = spec.text
+    if spec.is_registry:
+        model_spec, model_id = resolve_model_spec(spec.text)
     if not Path(model_spec).is_dir():
         raise InputError(f"{model_spec}: no such checkpoint directory (or use 'prototype')")
     from dinoseg.checkpoint import load_checkpoint
@@ -217,33 +218,3 @@ def load_predictor(
         threshold=threshold or cfg.threshold,
         model_id=model_id or cfg.version or Path(model_spec).name,
     )
-
-
-#: ``scheme:/...`` model specs (``models:/dinoseg-segmenter@champion``) go to a resolver plug-in
-_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*):/")
-RESOLVER_GROUP = "dinoseg.model_resolvers"
-
-
-def resolve_model_spec(spec: str) -> tuple[str, str]:
-    """Turn a ``scheme:/...`` spec into ``(checkpoint_dir, model_id)`` through a resolver plug-in.
-
-    Resolvers are entry points in the ``dinoseg.model_resolvers`` group named by the scheme
-    (the MLflow adapter in ``mlops`` registers ``models``), so the core never imports them. A
-    resolver takes the spec and returns a directory, or ``(directory, model_id)``; it raises
-    :class:`InputError` with a clear message when the spec cannot be resolved.
-    """
-    match = _SCHEME.match(spec)
-    if match is None:
-        raise InputError(f"{spec}: not a 'scheme:/...' model spec")
-    scheme = match.group(1)
-    found = [ep for ep in entry_points(group=RESOLVER_GROUP) if ep.name == scheme]
-    if not found:
-        raise InputError(
-            f"{spec}: no resolver for '{scheme}:/' specs is installed (the MLflow adapter in "
-            "mlops provides 'models:/'); pass a checkpoint directory or 'prototype'"
-        )
-    resolved = found[0].load()(spec)
-    if isinstance(resolved, tuple):
-        path, model_id = resolved
-        return str(path), str(model_id)
-    return str(resolved), spec

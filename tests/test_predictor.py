@@ -84,7 +84,24 @@ def test_unknown_spec_scheme_is_a_clear_error() -> None:
     import pytest
 
     from dinoseg.io import InputError
-    from dinoseg.predictor import resolve_model_spec
+    from dinoseg.modelspec import resolve_model_spec
 
     with pytest.raises(InputError, match="no resolver for 'nosuch:/'"):
         resolve_model_spec("nosuch:/thing@alias")
+
+
+def test_model_specs_are_parsed_in_one_place() -> None:
+    import pytest
+
+    from dinoseg.io import InputError
+    from dinoseg.modelspec import parse_model_spec
+
+    assert parse_model_spec("prototype").kind == "prototype"
+    champion = parse_model_spec("models:/dinoseg-segmenter@champion")
+    assert champion.is_registry and champion.scheme == "models"
+    assert parse_model_spec("runs/train/camvid-fold0").kind == "checkpoint"
+    assert parse_model_spec("C:/weights").kind == "checkpoint"  # upper case: not a scheme
+    assert parse_model_spec(" prototype ").text == "prototype"
+    for bad in ("", "   ", None, 3):
+        with pytest.raises(InputError, match="non-empty string"):
+            parse_model_spec(bad)
