@@ -69,7 +69,8 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     from dinoseg.aerial.categories import read_class_names
-    from dinoseg.aerial.pipeline import AerialConfig, build_method, load_supports, segment_map
+    from dinoseg.aerial.config import AerialConfig
+    from dinoseg.aerial.pipeline import build_method, load_supports, segment_map
     from dinoseg.aerial.reader import open_large_image
     from dinoseg.io import load_label_map
 

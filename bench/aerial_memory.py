@@ -42,7 +42,8 @@ def worker(image: Path, out: Path, image_size: int) -> None:
     import torch
 
     from dinoseg.aerial.categories import read_class_names
-    from dinoseg.aerial.pipeline import AerialConfig, build_method, load_supports, run_aerial
+    from dinoseg.aerial.config import AerialConfig
+    from dinoseg.aerial.pipeline import build_method, load_supports, run_aerial
 
     torch.set_num_threads(1)
     names = read_class_names(DATA)

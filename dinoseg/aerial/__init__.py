@@ -13,8 +13,9 @@
     categories.py  class names, colours, which classes are buildings
     citymap.py     coloured map with legend, per-class area statistics
     mesh.py        3D city model (.glb) with trimesh
-    build.py       build_method: the registry of method builders
-    pipeline.py    AerialConfig, run_aerial (what ``dinoseg aerial`` runs)
+    config.py      AerialConfig: every knob, defaults <- params.yaml ``aerial`` <- flags
+    build.py       build_method: the registry of method builders (the one list of methods)
+    pipeline.py    run_aerial (what ``dinoseg aerial`` and the aerial job run)
 
 The pure core: no web, queue or tracker imports. scikit-learn, scipy and trimesh (the
 ``aerial`` extra) are imported inside the functions that need them.

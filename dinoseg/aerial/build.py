@@ -11,15 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from dinoseg.aerial.config import AerialConfig
 from dinoseg.aerial.features import Supports, TileEncoder
 from dinoseg.aerial.methods.base import AerialMethod
 from dinoseg.backbone import DEFAULT_BACKBONE, DinoBackbone, load_backbone
 from dinoseg.io import InputError
-
-if TYPE_CHECKING:
-    from dinoseg.aerial.pipeline import AerialConfig
 
 
 @dataclass
@@ -111,6 +109,12 @@ METHOD_BUILDERS: Mapping[str, Callable[[Parts], AerialMethod]] = MappingProxyTyp
 )
 
 
+def check_method(name: str) -> None:
+    """:class:`InputError` unless ``name`` is a registered method."""
+    if name not in METHOD_BUILDERS:
+        raise InputError(f"unknown method {name!r}; use one of {', '.join(METHOD_BUILDERS)}")
+
+
 def build_method(
     cfg: AerialConfig,
     supports: Supports | None,
@@ -121,6 +125,7 @@ def build_method(
     segformer_model: Any = None,
 ) -> AerialMethod:
     """The method ``cfg.method`` names (see the module docstring)."""
+    check_method(cfg.method)
     cfg.check()
     parts = Parts(cfg, supports, list(class_names), backbone, sam, segformer_model)
     return METHOD_BUILDERS[cfg.method](parts)

@@ -31,8 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", type=Path, default=None,
                    help="classes.json naming the mask values (default: land, water, building, "
                    "vegetation, road - the Dubai dataset's)")
-    p.add_argument("--method", choices=("fewshot", "kmeans", "sam-match", "segformer"),
-                   default=None, help="default: fewshot")
+    p.add_argument("--method", default=None,
+                   help="fewshot (default) | kmeans | sam-match | segformer")
     p.add_argument("--refine", action="store_true", help="refine boundaries with SAM")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--params", type=Path, default=None, help="YAML params file")
@@ -56,7 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dinoseg.aerial.categories import DEFAULT_CLASS_NAMES, read_class_names
-    from dinoseg.aerial.pipeline import AerialConfig, load_supports, run_aerial
+    from dinoseg.aerial.build import check_method
+    from dinoseg.aerial.config import AerialConfig
+    from dinoseg.aerial.pipeline import load_supports, run_aerial
     from dinoseg.aerial.reader import open_large_image
     from dinoseg.config import resolve_cli
     from dinoseg.io import InputError
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_cli(AerialConfig, args, "aerial", FLAGS)
     if args.refine:
         cfg.refine = True
+    check_method(cfg.method)
     cfg.check()
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} exists and is not a directory")

@@ -12,8 +12,9 @@ from aerial_helpers import NAMES
 from dinoseg.aerial import mesh
 from dinoseg.aerial.categories import UNKNOWN, categories_for, read_class_names
 from dinoseg.aerial.citymap import area_stats, colour_table, map_with_legend
+from dinoseg.aerial.config import AerialConfig
 from dinoseg.aerial.mesh import MeshSettings, city_scene, export_glb, footprint_triangulation
-from dinoseg.aerial.pipeline import AerialConfig, write_outputs
+from dinoseg.aerial.pipeline import write_outputs
 from dinoseg.io import InputError
 
 

@@ -1,0 +1,70 @@
+"""``AerialConfig``: every knob of ``dinoseg aerial`` (code defaults <- params.yaml ``aerial``
+<- flags), in a module of its own so the method builders and the pipeline both import it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dinoseg.aerial.methods.base import TileSettings
+from dinoseg.aerial.methods.segformer import SEGFORMER_B5
+from dinoseg.aerial.reader import MAX_TILED_PIXELS
+from dinoseg.aerial.tiling import plan_tiles
+from dinoseg.io import InputError
+
+
+@dataclass
+class AerialConfig:
+    """Every knob of ``dinoseg aerial`` (code defaults <- params.yaml ``aerial`` <- flags)."""
+
+    method: str = "fewshot"
+    model: str = "prototype"  # few-shot model spec (prototype | checkpoint dir | models:/...)
+    backbone: str = ""  # "" = the model's own (few-shot) / packaged:dinov2-s
+    feature_layer: int = 10  # DINOv2 block clustered / matched by kmeans and sam-match
+    tile: int = 518
+    overlap: int = 96
+    tile_batch: int = 2
+    image_size: int = 0  # encoder px per tile side; 0 = the tile size (native resolution)
+    unknown_threshold: float = 0.3  # few-shot: best class probability below it -> unknown
+    k: int = 8
+    fit_tiles: int = 16
+    seed: int = 0
+    sam_model: str = "auto"  # auto: from the checkpoint file name, else litemedsam (packaged)
+    sam_checkpoint: str = ""
+    sam_prompts: str = "auto"  # auto | points (SAM's generator) | boxes (box grid, LiteMedSAM)
+    points_per_side: int = 6  # points (or finest-scale boxes) along a tile side
+    pred_iou_thresh: float = 0.6
+    stability_thresh: float = 0.6
+    segformer: str = SEGFORMER_B5
+    refine: bool = False
+    refine_block: int = 512
+    refine_band: int = 8
+    refine_min_iou: float = 0.5
+    refine_classes: tuple[str, ...] = ("building",)  # () = every class
+    min_area: int = 64
+    smooth_iterations: int = 1
+    pixel_size: float = 0.5  # metres per pixel (areas, 3D model)
+    height_rule: str = "fixed"  # fixed | area
+    building_height: float = 10.0
+    mesh_cells: int = 256
+    preview_max_side: int = 4096
+    max_pixels: int = MAX_TILED_PIXELS
+
+    def check(self) -> None:
+        """Raise :class:`InputError` on values no run could use (the method name is checked by
+        :func:`dinoseg.aerial.build.check_method`, where the methods are registered)."""
+        if self.height_rule not in ("fixed", "area"):
+            raise InputError(f"height_rule {self.height_rule!r}: use 'fixed' or 'area'")
+        for key in ("tile", "tile_batch", "mesh_cells", "preview_max_side", "refine_block"):
+            if getattr(self, key) < 1:
+                raise InputError(f"{key} must be positive, got {getattr(self, key)}")
+        if self.pixel_size <= 0 or self.building_height <= 0:
+            raise InputError("pixel_size and building_height must be positive")
+        plan_tiles((self.tile, self.tile), self.tile, self.overlap)  # tile and overlap sizes
+
+    @property
+    def tiles(self) -> TileSettings:
+        return TileSettings(self.tile, self.overlap, self.tile_batch)
+
+    @property
+    def scale(self) -> float:
+        return self.image_size / self.tile if self.image_size else 1.0
