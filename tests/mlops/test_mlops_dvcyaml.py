@@ -1,8 +1,10 @@
-"""dvc.yaml, params.yaml and mlops/ agree: paths, params keys, stage modules."""
+"""dvc.yaml, params.yaml and mlops/ agree: paths, params keys, stage modules, code deps."""
 
 from __future__ import annotations
 
+import ast
 import importlib
+from modulefinder import ModuleFinder
 from pathlib import Path
 
 import yaml
@@ -18,6 +20,63 @@ def _load(name):
 
 def _paths(entries):
     return {next(iter(e)) if isinstance(e, dict) else e for e in entries or []}
+
+
+#: Imported by every stage, computing nothing a stage writes: MLflow bookkeeping and where the
+#: running stack keeps its state. dvc.yaml leaves them out so that they rerun nothing.
+BOOKKEEPING = {"mlops/tracking.py", "dinoseg/runtime.py"}
+
+
+def _no_code(path):
+    """An ``__init__.py`` holding only a docstring and constants (``__version__``)."""
+    body = ast.parse(path.read_text()).body
+    return path.name == "__init__.py" and all(
+        isinstance(node, (ast.Expr, ast.Assign)) and isinstance(node.value, ast.Constant)
+        for node in body
+    )
+
+
+def stage_code(name, root=ROOT):
+    """Files of the project (mlops/, dinoseg/) that ``python -m mlops.<name>`` imports, at module
+    level or inside functions, followed to the end; relative to ``root``."""
+    finder = ModuleFinder(path=[str(root)])  # only the project: torch & co. are not followed
+    finder.run_script(str(root / "mlops" / f"{name}.py"))
+    files = {Path(m.__file__) for m in finder.modules.values() if m.__file__}
+    return {f.relative_to(root).as_posix() for f in files if f.is_relative_to(root)}
+
+
+def _covers(dep, path):
+    return path == dep or path.startswith(dep.rstrip("/") + "/")
+
+
+def test_stage_code_follows_imports_inside_functions(tmp_path):
+    (tmp_path / "mlops").mkdir()
+    (tmp_path / "dinoseg" / "sub").mkdir(parents=True)
+    (tmp_path / "mlops" / "s.py").write_text("def run():\n    from dinoseg.sub import a\n")
+    (tmp_path / "dinoseg" / "__init__.py").write_text('"""doc."""\n')
+    (tmp_path / "dinoseg" / "sub" / "__init__.py").write_text("")
+    (tmp_path / "dinoseg" / "sub" / "a.py").write_text("import json\nfrom dinoseg import b\n")
+    (tmp_path / "dinoseg" / "b.py").write_text("X = 1\n")
+    (tmp_path / "dinoseg" / "c.py").write_text("X = 2\n")
+    assert stage_code("s", tmp_path) == {
+        "mlops/s.py", "dinoseg/__init__.py", "dinoseg/sub/__init__.py", "dinoseg/sub/a.py",
+        "dinoseg/b.py",
+    }  # fmt: skip
+
+
+def test_deps_name_the_code_each_stage_runs():
+    """A change to any module a stage imports reruns the stage; no code dep is stale."""
+    for name, stage in _load("dvc.yaml")["stages"].items():
+        code = {
+            f for f in stage_code(name)
+            if f not in BOOKKEEPING and not _no_code(ROOT / f)
+        }  # fmt: skip
+        deps = [d for d in stage["deps"] if d.split("/")[0] in ("mlops", "dinoseg")]
+        missing = sorted(f for f in code if not any(_covers(d, f) for d in deps))
+        assert not missing, f"dvc.yaml stage {name}: add deps covering {missing}"
+        stale = [d for d in deps if not any(_covers(d, f) for f in code)]
+        assert not stale, f"dvc.yaml stage {name}: deps {stale} are code it does not import"
+        assert len(set(deps)) == len(deps), f"dvc.yaml stage {name}: a dep is listed twice"
 
 
 def test_stages_match_the_code():
