@@ -9,7 +9,7 @@ DATA ?= ../shared/data
 OUT ?= out/demo
 
 LS_VENV ?= .venv-labelstudio
-PY_DIRS := dinoseg webapp workers mlops infra
+PY_DIRS := dinoseg serving webapp workers mlops infra
 
 .PHONY: install labelstudio browser demo predict-demo test lint bench clean
 

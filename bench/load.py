@@ -71,7 +71,7 @@ def private_redis(folder: Path) -> Iterator[str]:
 
 
 def make_project(root: Path, backbone: str, image_size: int) -> None:
-    params = {"workers": {"model": "prototype", "backbone": backbone, "image_size": image_size},
+    params = {"serving": {"model": "prototype", "backbone": backbone, "image_size": image_size},
               "review": {"auto_queue": False, "sync_seconds": 3600, "outbox_seconds": 3600}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -28,8 +27,3 @@ def file_fingerprint(path: str | Path) -> str:
     """A cheap identity of a file: name, size and modification time (not its content)."""
     st = Path(path).stat()
     return f"{Path(path).name}:{st.st_size}:{int(st.st_mtime)}"
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()

@@ -1,25 +1,24 @@
 """The "Aerial images" tab: a photo (and optional annotated tiles) in, a city map and 3D out.
 
-``build_aerial_tab()`` lays the components out inside the caller's ``gr.Tab``; the work is
-:func:`make_city_map`, a plain function over :func:`dinoseg.aerial.pipeline.run_aerial` (testable
-without a browser). Outputs go to ``runtime.results_dir()/aerial/<id>/``. Models are loaded per
-request (no module-level state); the page shows progress while the job runs.
+The work runs through the page's backend like segmentation (``dinoseg.aerial`` on a worker when
+the stack runs workers, :mod:`serving.aerial` in-process otherwise), with progress; errors go
+through the page's one handler (:func:`webapp.callbacks.user_errors`).
+:func:`aerial_request` (inputs -> request) and :func:`shown` (reply -> widgets) are plain
+functions, tested without a browser.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
-import uuid
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gradio as gr
 
 from dinoseg.io import InputError
-
-log = logging.getLogger(__name__)
+from serving.aerial import NEEDS_SUPPORTS
+from serving.uploads import store_file
+from webapp.backends import Backend, Report, no_report
+from webapp.callbacks import user_errors
 
 INTRO = """### Aerial photo → city map
 Upload an aerial photo of any size (tiled inference, up to 150 MP). For **few-shot** and
@@ -35,7 +34,6 @@ METHOD_CHOICES = [
     ("SegFormer-B5 (ADE20K)", "segformer"),
 ]
 STATS_HEADERS = ["class", "share %", "area m²"]
-Progress = Callable[[str, int, int], None]
 
 
 def _path(f: Any) -> str:
@@ -43,89 +41,57 @@ def _path(f: Any) -> str:
     return str(getattr(f, "name", f))
 
 
-def make_city_map(
-    image: Any,
-    support_images: Sequence[Any] | None,
-    support_masks: Sequence[Any] | None,
-    method: str,
-    refine: bool,
-    *,
-    tile: int = 518,
-    k: int = 8,
-    pixel_size: float = 0.5,
-    building_height: float = 10.0,
-    out_root: Path | None = None,
-    progress: Progress | None = None,
-) -> tuple[str, list[list[Any]], str, list[str], str]:
-    """Run the aerial pipeline on uploaded files.
-
-    Returns:
-        (coloured map path, stats rows, .glb path, all output paths, a one-line summary).
-    """
-    from dinoseg import runtime
-    from dinoseg.aerial.categories import DEFAULT_CLASS_NAMES
-    from dinoseg.aerial.pipeline import OUTPUT_FILES, AerialConfig, load_supports, run_aerial
-
+def aerial_request(image: Any, support_images: Sequence[Any] | None,
+                   support_masks: Sequence[Any] | None, method: str, refine: bool, *,
+                   tile: int = 518, k: int = 8, pixel_size: float = 0.5,
+                   building_height: float = 10.0) -> dict[str, Any]:  # fmt: skip
+    """Store the uploaded files (content-addressed) and build the ``dinoseg.aerial`` request."""
     if not image:
         raise InputError("upload an aerial photo first")
     imgs, masks = list(support_images or []), list(support_masks or [])
     if len(imgs) != len(masks):
         raise InputError(f"{len(imgs)} support tiles but {len(masks)} masks: give one mask each")
-    names = list(DEFAULT_CLASS_NAMES)
-    supports = (
-        load_supports([(_path(i), _path(m)) for i, m in zip(imgs, masks, strict=True)], names)
-        if imgs else None
-    )
-    if supports is None and method in ("fewshot", "sam-match"):
+    if not imgs and method in NEEDS_SUPPORTS:
         raise InputError("this method needs at least one annotated tile (tile + mask)")
-    cfg = AerialConfig(method=method, refine=bool(refine), tile=int(tile),
-                       overlap=min(96, int(tile) // 4), k=int(k), pixel_size=float(pixel_size),
-                       building_height=float(building_height))
-    out = (out_root or runtime.results_dir() / "aerial") / uuid.uuid4().hex[:12]
-    stats = run_aerial(_path(image), supports, names, cfg, out, progress=progress)
+    supports = [{"image": str(store_file(_path(i))), "mask": str(store_file(_path(m)))}
+                for i, m in zip(imgs, masks, strict=True)]  # fmt: skip
+    config = {"method": method, "refine": bool(refine), "tile": int(tile),
+              "overlap": min(96, int(tile) // 4), "k": int(k), "pixel_size": float(pixel_size),
+              "building_height": float(building_height)}  # fmt: skip
+    return {"image": str(store_file(_path(image))), "supports": supports, "config": config}
+
+
+def shown(reply: Mapping[str, Any]) -> tuple[str, str, list[list[Any]], str, list[str]]:
+    """An aerial reply -> (summary, coloured map path, stats rows, .glb path, all outputs)."""
+    stats = reply["stats"]
     rows = [[name, round(100 * c["fraction"], 2), round(c["area_m2"], 1)]
-            for name, c in stats["classes"].items()]
+            for name, c in stats["classes"].items()]  # fmt: skip
     if stats["unknown"]["pixels"]:
         rows.append(["unknown", round(100 * stats["unknown"]["fraction"], 2),
-                     round(stats["unknown"]["area_m2"], 1)])
+                     round(stats["unknown"]["area_m2"], 1)])  # fmt: skip
     summary = (f"**{stats['method']}**: {stats['image']['width']}×{stats['image']['height']} px, "
                f"{stats['buildings']} buildings, {stats['seconds_per_megapixel']:.1f} s/MP")
-    return (str(out / "map.png"), rows, str(out / "city.glb"),
-            [str(out / n) for n in OUTPUT_FILES], summary)
+    return summary, str(reply["map"]), rows, str(reply["glb"]), [str(f) for f in reply["files"]]
 
 
-def _on_page(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """User errors as one-line ``gr.Error``; anything else logged, shown as a short notice."""
+class AerialCallbacks:
+    """The tab's handler bound to the page's backend."""
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except InputError as e:
-            raise gr.Error(str(e), print_exception=False) from None
-        except Exception as e:
-            log.exception("aerial job failed")
-            raise gr.Error(f"the aerial job failed ({type(e).__name__}); see the server log",
-                           print_exception=False) from None
+    def __init__(self, backend: Backend):
+        self.backend = backend
 
-    return wrapper
+    @user_errors
+    def make_city_map(self, image: Any, imgs: Any, masks: Any, method: str, refine: bool,
+                      tile: float, k: float, pixel_size: float, height: float,
+                      report: Report = no_report) -> tuple[Any, ...]:  # fmt: skip
+        request = aerial_request(image, imgs, masks, method, refine, tile=int(tile), k=int(k),
+                                 pixel_size=pixel_size, building_height=height)  # fmt: skip
+        return shown(self.backend.aerial(request, report))
 
 
-@_on_page
-def _run(image: Any, imgs: Any, masks: Any, method: str, refine: bool, tile: float, k: float,
-         pixel_size: float, height: float, progress: Any = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
-    def report(stage: str, done: int, total: int) -> None:
-        progress(done / max(total, 1), desc=f"{stage}: {done}/{total} tiles")
-
-    map_path, rows, glb, paths, text = make_city_map(
-        image, imgs, masks, method, refine, tile=int(tile), k=int(k), pixel_size=pixel_size,
-        building_height=height, progress=report,
-    )
-    return text, map_path, rows, glb, paths
-
-
-def build_aerial_tab() -> None:
+def build_aerial_tab(backend: Backend) -> None:
     """The tab's components and wiring (call inside a ``gr.Tab``)."""
+    cb = AerialCallbacks(backend)
     gr.Markdown(INTRO)
     with gr.Row():
         with gr.Column(scale=1):
@@ -149,5 +115,12 @@ def build_aerial_tab() -> None:
             model = gr.Model3D(label="3D city model", clear_color=(0.9, 0.9, 0.9, 1.0))
             files = gr.File(label="Downloads", file_count="multiple", interactive=False)
 
-    run.click(_run, inputs=[image, imgs, masks, method, refine, tile, k, pixel_size, height],
-              outputs=[summary, city_map, stats, model, files])
+    def on_run(image: Any, imgs: Any, masks: Any, method: str, refine: bool, tile: float,
+               k: float, pixel_size: float, height: float,
+               progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+        return cb.make_city_map(image, imgs, masks, method, refine, tile, k, pixel_size, height,
+                                report=lambda f, d: progress(f or 0.0, desc=d))  # fmt: skip
+
+    run.click(on_run, inputs=[image, imgs, masks, method, refine, tile, k, pixel_size, height],
+              outputs=[summary, city_map, stats, model, files],
+              concurrency_limit=2 if backend.kind == "celery" else 1)  # fmt: skip

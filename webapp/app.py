@@ -110,7 +110,7 @@ def build_app(backend: Backend | None = None, *, examples: bool = True) -> gr.Bl
         with gr.Tabs():
             with gr.Tab("Few-shot segmentation", id="segment"):
                 page = _segment_page(status, refresh, examples=examples)
-            _add_aerial_tab()
+            _add_aerial_tab(cb.backend)
         _wire(page, cb)
         demo.load(cb.status, outputs=page.status)
     demo.page = page  # type: ignore[attr-defined]
@@ -222,11 +222,12 @@ def _add_examples(
         )  # fmt: skip
 
 
-def _add_aerial_tab() -> None:
-    """The aerial use case's tab, when ``webapp.aerial_tab`` is installed."""
-    if importlib.util.find_spec("webapp.aerial_tab") is None:
+def _add_aerial_tab(backend: Backend) -> None:
+    """The aerial use case's tab, when the ``aerial`` extra (scikit-learn, scipy, trimesh) is
+    installed."""
+    if importlib.util.find_spec("trimesh") is None:
         return
     from webapp.aerial_tab import build_aerial_tab
 
     with gr.Tab("Aerial images", id="aerial"):
-        build_aerial_tab()
+        build_aerial_tab(backend)

@@ -1,4 +1,5 @@
-"""Content-addressed storage of the inputs and the ``dinoseg.segment`` request built from them.
+"""The page's inputs -> content-addressed uploads (:mod:`serving.uploads`) and the requests
+built from them.
 
 Files go to ``runtime.uploads_dir()`` (shared with the workers) named by the SHA-256 of their
 bytes, so the same upload is stored once and a request names its inputs by content.
@@ -7,7 +8,6 @@ bytes, so the same upload is stored once and a request names its inputs by conte
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,24 +15,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dinoseg import runtime
-from dinoseg.cache import sha256_bytes
+from serving.uploads import store_bytes, store_file
 from webapp.inputs import Query, Support
 
 #: the registry's champion, the default model of every request (the contract's default)
 CHAMPION = "models:/dinoseg-segmenter@champion"
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-def store_bytes(data: bytes, suffix: str, folder: Path | None = None) -> Path:
-    """Write ``data`` as ``<folder>/<sha256><suffix>`` (atomically, once) and return the path."""
-    folder = runtime.ensure(folder or runtime.uploads_dir())
-    path = folder / f"{sha256_bytes(data)}{suffix}"
-    if not path.is_file():
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    return path
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -43,14 +30,6 @@ def png_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def store_file(path: str | Path, folder: Path | None = None) -> Path:
-    """Store an uploaded file with its bytes unchanged (suffix kept when it is an image's)."""
-    suffix = Path(path).suffix.lower()
-    return store_bytes(
-        Path(path).read_bytes(), suffix if suffix in _IMAGE_SUFFIXES else ".img", folder
-    )
 
 
 def make_request(

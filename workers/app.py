@@ -103,7 +103,7 @@ def make_app(env: Mapping[str, str] | None = None) -> Celery:
 
     @app.on_after_configure.connect(weak=False)
     def _prepare(sender: Celery, **_: Any) -> None:  # first use of the config, not import
-        from workers.config import review_config
+        from serving.config import review_config
 
         for url in (sender.conf.broker_url, str(sender.conf.result_backend)):
             db = _sqlite_file(url)

@@ -1,17 +1,24 @@
-"""The Celery tasks (names and payloads are the contract with the webapp; JSON only).
+"""The Celery tasks: thin wrappers over :mod:`serving` and the Label Studio adapter.
+
+Names and payloads are the contract with the web app (JSON only):
 
 - ``dinoseg.segment(request)`` -> ``{"model_version", "notice", "results": [...]}``
-- ``dinoseg.queue_for_review(result_id)`` -> ``{"status", "task_id"}``; status is ``queued``,
-  ``outbox`` (Label Studio down: delivered later) or ``duplicate``
+  (:class:`serving.segment.SegmentJob`); results that need review go into the outbox with
+  their mask still in memory and are delivered by ``dinoseg.deliver_review``
+- ``dinoseg.aerial(request)`` -> ``{"id", "out", "map", "glb", "files", "stats"}``
+  (:func:`serving.aerial.run_aerial_job`)
+- ``dinoseg.queue_for_review(result_id)`` -> ``{"status", "task_id", "key"}``; status is
+  ``queued``, ``outbox`` (Label Studio down: delivered later) or ``duplicate``
+- ``dinoseg.deliver_review(key)`` -> ``{"status", "task_id"}`` (one outbox item)
 - ``dinoseg.flush_outbox()`` -> ``{"delivered", "pending"}`` (periodic)
 - ``dinoseg.sync_annotations()`` -> ``{"new_labels", "retrain_queued", "skipped"}`` (periodic)
 - ``dinoseg.retrain()`` -> ``{"returncode", "seconds", ...}`` (``dvc repro``, one at a time)
 - ``dinoseg.status()`` -> ``{"model_version", "review_queue_depth", "outbox_depth",
   "label_studio_url"}``
 
-Bad input raises :class:`dinoseg.io.InputError` (no retry; the caller shows the message).
-Transient failures (registry down with no model loaded, a locked SQLite file) retry with
-exponential backoff.
+Long tasks report ``PROGRESS`` with ``meta = {"fraction", "desc"}``. Bad input raises
+:class:`dinoseg.io.InputError` (no retry; the caller shows the message). Transient failures
+(registry down with no model loaded, a locked SQLite file) retry with exponential backoff.
 """
 
 from __future__ import annotations
@@ -26,13 +33,15 @@ from celery import Task
 from celery.signals import worker_init
 
 from dinoseg import runtime
+from serving.config import review_config
+from serving.models import TransientError
+from serving.progress import Report
+from serving.segment import SegmentJob
 from workers.app import app
-from workers.config import review_config, worker_config
 from workers.labelstudio import client as ls
 from workers.labelstudio import review as rv
 from workers.labelstudio.outbox import Outbox
 from workers.labelstudio.sync import sync
-from workers.models import ModelHolder, TransientError
 
 log = logging.getLogger(__name__)
 WARM_IMPORTS = (
@@ -46,20 +55,36 @@ RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 60
          "retry_jitter": True, "max_retries": 5}  # fmt: skip
 
 
-class ServingTask(Task):  # type: ignore[misc]
-    """Task base giving access to this worker process's model holder.
+class ProcessTask(Task):  # type: ignore[misc]
+    """Task base giving every task of this worker process the same segment job (one model
+    holder) and the same outbox, both built at their first use, in the pool process."""
 
-    The holder lives on this base class, so every task of the process (``segment``,
-    ``status``) shares it; it is built at the first request, in the pool process.
-    """
-
-    _holder: ModelHolder | None = None
+    _job: SegmentJob | None = None
+    _outbox: Outbox | None = None
 
     @property
-    def holder(self) -> ModelHolder:
-        if ServingTask._holder is None:
-            ServingTask._holder = ModelHolder(worker_config())
-        return ServingTask._holder
+    def job(self) -> SegmentJob:
+        if ProcessTask._job is None:
+            ProcessTask._job = SegmentJob.from_params()
+        return ProcessTask._job
+
+    @property
+    def outbox(self) -> Outbox:
+        if ProcessTask._outbox is None:
+            ProcessTask._outbox = Outbox()
+        return ProcessTask._outbox
+
+    def review(self) -> rv.Review:
+        return rv.Review(review_config(), self.outbox)
+
+    def progress(self) -> Report:
+        """A progress callback that publishes ``PROGRESS`` states."""
+
+        def report(fraction: float | None, desc: str) -> None:
+            if self.request.id:  # not when called directly (tests)
+                self.update_state(state="PROGRESS", meta={"fraction": fraction, "desc": desc})
+
+        return report
 
 
 @worker_init.connect(weak=False)
@@ -70,57 +95,66 @@ def _warm_imports(**_: Any) -> None:
         importlib.import_module(module)
 
 
-def _review() -> rv.Review:
-    return rv.Review(review_config(), Outbox())
-
-
-@app.task(name="dinoseg.segment", base=ServingTask, bind=True, soft_time_limit=240,
+@app.task(name="dinoseg.segment", base=ProcessTask, bind=True, soft_time_limit=240,
           time_limit=300, **RETRY)  # fmt: skip
-def segment(self: ServingTask, request: dict[str, Any]) -> dict[str, Any]:
-    from workers.segment import run_segment
-
-    config = review_config()
-    reply = run_segment(request, self.holder, config.confidence_threshold)
-    if config.auto_queue:
-        review = None
-        for r in reply["results"]:
-            if r["needs_review"]:
-                review = review or _review()
-                rv.enqueue(review, r["id"])  # in the outbox first: durable whatever happens next
-                _send_or_leave_in_outbox(r["id"])
-    return reply
+def segment(self: ProcessTask, request: dict[str, Any]) -> dict[str, Any]:
+    outcome = self.job.run(request, self.progress())
+    if outcome.review and review_config().auto_queue:
+        review = self.review()
+        for item in outcome.review:
+            key, new = rv.enqueue(review, item)  # in the outbox first: durable
+            if new:
+                _send_or_leave_in_outbox(key)
+    return outcome.reply
 
 
-def _send_or_leave_in_outbox(result_id: str) -> None:
+def _send_or_leave_in_outbox(key: str) -> None:
     """Ask a worker to deliver the review item now; with the broker unreachable the item
     simply waits in the outbox for the periodic ``flush_outbox`` (the result is not failed)."""
     from kombu.exceptions import OperationalError
 
     try:
-        queue_for_review.delay(result_id)
+        deliver_review.delay(key)
     except (OperationalError, ConnectionError) as e:
-        log.warning("broker unreachable (%s): review item %s waits in the outbox", e, result_id)
+        log.warning("broker unreachable (%s): review item %s waits in the outbox", e, key)
 
 
-@app.task(name="dinoseg.queue_for_review", soft_time_limit=60, time_limit=90, **RETRY)
-def queue_for_review(result_id: str) -> dict[str, Any]:
-    return rv.queue(_review(), result_id)
+@app.task(name="dinoseg.aerial", base=ProcessTask, bind=True, soft_time_limit=3540,
+          time_limit=3600)  # fmt: skip
+def aerial(self: ProcessTask, request: dict[str, Any]) -> dict[str, Any]:
+    from serving.aerial import run_aerial_job
+
+    return run_aerial_job(request, self.progress())
 
 
-@app.task(name="dinoseg.flush_outbox", soft_time_limit=240, time_limit=300, **RETRY)
-def flush_outbox() -> dict[str, int]:
-    return rv.flush(_review())
+@app.task(name="dinoseg.queue_for_review", base=ProcessTask, bind=True, soft_time_limit=60,
+          time_limit=90, **RETRY)  # fmt: skip
+def queue_for_review(self: ProcessTask, result_id: str) -> dict[str, Any]:
+    return rv.queue(self.review(), result_id)
 
 
-@app.task(name="dinoseg.sync_annotations", soft_time_limit=540, time_limit=600)
-def sync_annotations() -> dict[str, Any]:
-    config = review_config()
-    review = rv.Review(config, Outbox())
+@app.task(name="dinoseg.deliver_review", base=ProcessTask, bind=True, soft_time_limit=60,
+          time_limit=90, **RETRY)  # fmt: skip
+def deliver_review(self: ProcessTask, key: str) -> dict[str, Any]:
+    status, task_id = rv.deliver(self.review(), key)
+    return {"status": status, "task_id": task_id}
+
+
+@app.task(name="dinoseg.flush_outbox", base=ProcessTask, bind=True, soft_time_limit=240,
+          time_limit=300, **RETRY)  # fmt: skip
+def flush_outbox(self: ProcessTask) -> dict[str, int]:
+    return rv.flush(self.review())
+
+
+@app.task(name="dinoseg.sync_annotations", base=ProcessTask, bind=True, soft_time_limit=540,
+          time_limit=600)  # fmt: skip
+def sync_annotations(self: ProcessTask) -> dict[str, Any]:
+    review = self.review()
     try:
-        report = sync(review, Path(config.labels_dir)).as_dict()
+        report = sync(review, Path(review.config.labels_dir)).as_dict()
     except ls.Unavailable as e:
         return {"new_labels": 0, "retrain_queued": False, "skipped": [], "error": str(e)}
-    queued = review.outbox.take_retrain(config.retrain_after)
+    queued = review.outbox.take_retrain(review.config.retrain_after)
     if queued:
         retrain.delay()
     return {**report, "retrain_queued": queued}
@@ -134,12 +168,11 @@ def retrain() -> dict[str, Any]:
     return run_retrain(wait=3 * 3600, timeout=6 * 3600 - 120)
 
 
-@app.task(name="dinoseg.status", base=ServingTask, bind=True, soft_time_limit=30, time_limit=60)
-def status(self: ServingTask) -> dict[str, Any]:
-    outbox = Outbox()
-    holder = self.holder
+@app.task(name="dinoseg.status", base=ProcessTask, bind=True, soft_time_limit=30, time_limit=60)
+def status(self: ProcessTask) -> dict[str, Any]:
+    outbox = self.outbox
     return {
-        "model_version": holder.last_version,
+        "model_version": self.job.holder.last_version,
         "review_queue_depth": outbox.awaiting_annotation(),
         "outbox_depth": outbox.depth(),
         "label_studio_url": runtime.label_studio_url(),

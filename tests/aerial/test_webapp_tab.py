@@ -1,4 +1,5 @@
-"""The webapp's aerial tab: it builds inside a page, and its job makes a city map."""
+"""The webapp's aerial tab: it builds inside a page, and through the page's backend its job
+(the serving layer's, the same one the ``dinoseg.aerial`` worker task runs) makes a city map."""
 
 from __future__ import annotations
 
@@ -9,35 +10,80 @@ from aerial_helpers import city_tile
 from PIL import Image
 
 from dinoseg.io import InputError
-from webapp.aerial_tab import build_aerial_tab, make_city_map
+from serving.aerial import run_aerial_job
+from webapp.aerial_tab import METHOD_CHOICES, AerialCallbacks, aerial_request, build_aerial_tab
 
 
-def test_tab_builds_with_a_3d_viewer():
+@pytest.fixture
+def backend(tmp_path, monkeypatch):
+    from serving.config import ServingConfig
+    from serving.models import ModelHolder
+    from serving.segment import SegmentJob
+    from webapp.backends.local import LocalBackend
+
+    monkeypatch.setenv("DINOSEG_HOME", str(tmp_path / "home"))
+    job = SegmentJob(ModelHolder(ServingConfig()), params=tmp_path / "no-params.yaml")
+    return LocalBackend(job)
+
+
+def test_tab_builds_with_a_3d_viewer(backend):
+    from dinoseg.aerial.build import METHOD_BUILDERS
+
     with gr.Blocks() as demo, gr.Tab("Aerial"):
-        build_aerial_tab()
+        build_aerial_tab(backend)
     kinds = {type(b).__name__ for b in demo.blocks.values()}
     assert {"Model3D", "Dataframe", "Image", "Radio", "Checkbox", "Button"} <= kinds
+    assert [name for _, name in METHOD_CHOICES] == list(METHOD_BUILDERS)
 
 
-def test_job_writes_map_stats_and_model(tmp_path):
+def test_job_writes_map_stats_and_model(backend, tmp_path):
     image, _ = city_tile(84, 112, seed=3)
     Image.fromarray(image).save(tmp_path / "photo.png")
     seen = []
-    map_path, rows, glb, paths, summary = make_city_map(
-        str(tmp_path / "photo.png"), None, None, "kmeans", False, tile=112, k=3,
-        out_root=tmp_path / "results", progress=lambda s, d, n: seen.append(s),
-    )
+    summary, map_path, rows, glb, paths = AerialCallbacks(backend).make_city_map(
+        str(tmp_path / "photo.png"), None, None, "kmeans", False, 112, 3, 0.5, 10.0,
+        report=lambda f, d: seen.append((f, d)),
+    )  # fmt: skip
     assert np.asarray(Image.open(map_path)).shape[1] > 112
+    assert map_path.startswith(str(tmp_path / "home" / "results" / "aerial"))
     assert [r[0] for r in rows][:3] == ["cluster 0", "cluster 1", "cluster 2"]
     assert sum(r[1] for r in rows) == pytest.approx(100, abs=0.1)
     assert glb.endswith("city.glb") and len(paths) == 5 and "kmeans" in summary
-    assert seen and seen[-1] == "segment"
+    assert seen[0] == (None, "loading the model") and seen[-1][1].startswith("segment: ")
+    assert seen[-1][0] == 1.0
+    # the photo was stored in the uploads folder by content, like segmentation inputs
+    stored = list((tmp_path / "home" / "uploads").iterdir())
+    assert len(stored) == 1 and len(stored[0].stem) == 64
 
 
-def test_job_errors_are_clear(tmp_path):
+def test_request_errors_are_clear(backend, tmp_path):
     with pytest.raises(InputError, match="upload an aerial photo"):
-        make_city_map(None, None, None, "fewshot", False)
+        aerial_request(None, None, None, "fewshot", False)
     with pytest.raises(InputError, match="needs at least one annotated tile"):
-        make_city_map(str(tmp_path / "x.png"), None, None, "fewshot", False)
+        aerial_request(str(tmp_path / "x.png"), None, None, "fewshot", False)
     with pytest.raises(InputError, match="one mask each"):
-        make_city_map(str(tmp_path / "x.png"), ["a.png"], [], "fewshot", False)
+        aerial_request(str(tmp_path / "x.png"), ["a.png"], [], "fewshot", False)
+    with pytest.raises(gr.Error, match="upload an aerial photo"):  # the page's one handler
+        AerialCallbacks(backend).make_city_map(None, None, None, "kmeans", False, 112, 3, 0.5, 10)
+
+
+def test_job_refuses_bad_requests(backend, tmp_path):
+    uploads = tmp_path / "home" / "uploads"
+    uploads.mkdir(parents=True)
+    photo = uploads / "photo.png"
+    Image.fromarray(city_tile(56, 70)[0]).save(photo)
+    Image.fromarray(city_tile(56, 70)[0]).save(tmp_path / "outside.png")
+    good = {"image": str(photo), "supports": [], "config": {"method": "kmeans", "tile": 112}}
+    bad = [
+        ({**good, "image": str(tmp_path / "outside.png")}, "outside the uploads folder"),
+        ({**good, "config": {"method": "magic"}}, "unknown method 'magic'"),
+        ({**good, "config": {"backbone": "/etc"}}, "unknown config keys"),
+        ({**good, "config": {"method": "fewshot"}}, "needs at least one annotated tile"),
+        ({**good, "supports": [{"image": str(photo)}]}, "annotated tile 1 mask"),
+        ({**good, "config": {"tile": 0}}, "tile must be positive"),
+        ("photo.png", "must be an object"),
+    ]
+    for request, message in bad:
+        with pytest.raises(InputError, match=message):
+            run_aerial_job(request, uploads=uploads)
+    assert not (tmp_path / "home" / "results").exists()  # nothing half-written

@@ -166,7 +166,7 @@ def make_project(root: Path, workers: dict[str, Any], review: dict[str, Any],
         json.dumps({"classes": {"0": "road", "1": "car"}, "ignore_index": 255})
     )
     params = {
-        "workers": {"model": "prototype", "backbone": str(backbone), "image_size": 112, **workers},
+        "serving": {"model": "prototype", "backbone": str(backbone), "image_size": 112, **workers},
         "review": {"classes_from": str(base), "labels_dir": str(root / "data" / "labels"),
                    "auto_queue": False, "sync_seconds": 3600, "outbox_seconds": 3600, **review},
     }  # fmt: skip

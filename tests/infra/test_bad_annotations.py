@@ -56,10 +56,10 @@ def _region(label: str = "car", shape: tuple[int, int] = (H, W)) -> dict[str, An
 
 
 def _task(uploads: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    from workers import store
+    from serving.uploads import file_sha256
 
     path = uploads / "query.png"
-    data = {"dinoseg_query": str(path), "dinoseg_query_sha256": store.file_sha256(path)}
+    data = {"dinoseg_query": str(path), "dinoseg_query_sha256": file_sha256(path)}
     return {"id": 5, "data": data}, {"id": 9, "result": [_region()]}
 
 

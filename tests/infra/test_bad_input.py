@@ -93,16 +93,16 @@ def _files_under(folder: Path) -> list[Path]:
 
 @pytest.fixture
 def callbacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, Path]):
-    from dinoseg.backbone import DinoBackbone
-    from dinoseg.models.prototype import PrototypeBaseline
-    from dinoseg.predictor import FewShotPredictor
+    from serving.config import ServingConfig
+    from serving.models import ModelHolder
+    from serving.segment import SegmentJob
     from webapp.backends.local import LocalBackend
     from webapp.callbacks import DemoCallbacks
 
     monkeypatch.setenv("DINOSEG_HOME", str(tmp_path / "home"))
-    backbone = DinoBackbone(tiny_dinov2(), (1, 2), spec="tiny")
-    loader = lambda spec: FewShotPredictor(PrototypeBaseline(), backbone, image_size=112)  # noqa: E731
-    return DemoCallbacks(LocalBackend(loader=loader)), tmp_path / "home"
+    holder = ModelHolder(ServingConfig(backbone=str(files["tiny-dinov2"]), image_size=112))
+    job = SegmentJob(holder, params=tmp_path / "no-params.yaml")
+    return DemoCallbacks(LocalBackend(job)), tmp_path / "home"
 
 
 def _editor(files: dict[str, Path]) -> dict:
@@ -183,9 +183,9 @@ def test_cli_out_path_that_is_a_file(files, tmp_path, capsys) -> None:
 @pytest.fixture
 def segment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, Path]):
     """(run(request), uploads folder, results folder) with a tiny prototype model."""
-    from workers.config import WorkerConfig
-    from workers.models import ModelHolder
-    from workers.segment import run_segment
+    from serving.config import ServingConfig
+    from serving.models import ModelHolder
+    from serving.segment import SegmentJob
 
     home = tmp_path / "home"
     monkeypatch.setenv("DINOSEG_HOME", str(home))
@@ -198,9 +198,10 @@ def segment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: dict[str, Pa
             shutil.copy(path, uploads / name)
     shutil.copy(files["bomb.png"], uploads / "bomb.png")
     (uploads / "escape.png").symlink_to(files["query.png"])  # a link out of the folder
-    holder = ModelHolder(WorkerConfig(model="prototype", backbone=str(files["tiny-dinov2"]),
-                                      image_size=112))  # fmt: skip
-    return (lambda request: run_segment(request, holder, 0.5)), uploads, home / "results"
+    holder = ModelHolder(ServingConfig(model="prototype", backbone=str(files["tiny-dinov2"]),
+                                       image_size=112))  # fmt: skip
+    job = SegmentJob(holder, params=tmp_path / "no-params.yaml")
+    return (lambda request: job.run(request).reply), uploads, home / "results"
 
 
 def _payload(uploads: Path, query: str = "query.png", mask: str = "support-mask.png") -> dict:

@@ -21,27 +21,29 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_loader():
-    """A predictor factory over a tiny random DINOv2 (fast; results are not meaningful)."""
-    from dinoseg.backbone import DinoBackbone
-    from dinoseg.models.prototype import PrototypeBaseline
-    from dinoseg.predictor import FewShotPredictor
+def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random DINOv2 saved as a backbone directory (fast; results are not meaningful)."""
+    path = tmp_path_factory.mktemp("tiny-dinov2")
+    tiny_dinov2().save_pretrained(path)
+    return path
 
-    backbone = DinoBackbone(tiny_dinov2(), (1, 2), spec="tiny")
 
-    def load(spec: str) -> FewShotPredictor:
-        return FewShotPredictor(
-            PrototypeBaseline(), backbone, image_size=112, model_id=f"tiny-{spec}"
-        )
+def tiny_job(backbone: Path, params: Path):
+    """The serving layer's segment job on the tiny backbone (112 px), reading ``params``."""
+    from serving.config import ServingConfig
+    from serving.models import ModelHolder
+    from serving.segment import SegmentJob
 
-    return load
+    holder = ModelHolder(ServingConfig(backbone=str(backbone), image_size=112))
+    return SegmentJob(holder, params=params)
 
 
 @pytest.fixture
-def tiny_backend(tiny_loader):
+def tiny_backend(tiny_backbone_dir: Path, tmp_path: Path):
+    """The in-process backend over :func:`tiny_job` (no params file: code defaults)."""
     from webapp.backends.local import LocalBackend
 
-    return LocalBackend(loader=tiny_loader)
+    return LocalBackend(tiny_job(tiny_backbone_dir, tmp_path / "no-params.yaml"))
 
 
 def editor_value(image: np.ndarray, *masks: np.ndarray, alpha: int = 150) -> dict:

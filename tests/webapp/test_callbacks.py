@@ -30,13 +30,14 @@ def test_run_shows_every_query_and_stores_records(tiny_backend, blobs, home):
     shown = _run(cb, blobs, report=lambda f, d: progress.append((f, d)))
     assert [v["name"] for v in shown.views] == ["query1.png", "query2.png"]
     assert [row[0] for row in shown.table] == ["query1.png", "query2.png"]
-    assert progress[-1] == (1.0, "done") and any("query 2/2" in d for _, d in progress)
+    assert progress[-1] == (1.0, "done") and any("1-2 of 2" in d for _, d in progress)
     for view, (overlay, caption), download in zip(
         shown.views, shown.gallery, shown.all_masks, strict=True
     ):
         record = home / "results" / view["id"]
         meta = json.loads((record / "meta.json").read_text())
-        assert meta["model_version"] == "tiny-prototype" and meta["threshold"] == 0.5
+        assert meta["model_version"] == "prototype" and meta["threshold"] == 0.5
+        assert len(view["id"]) == 24 and meta["needs_review"] == view["needs_review"]
         assert overlay.shape == (84, 112, 3) and view["name"] in caption
         assert Path(download).name == view["name"].replace(".png", "_mask.png")
         saved = np.asarray(Image.open(download))
@@ -89,10 +90,11 @@ def test_champion_falls_back_to_the_prototype_with_a_notice(tiny_backend, blobs,
     def no_champion(spec):
         raise InputError("no champion yet — run `dvc repro`")
 
-    monkeypatch.setattr("webapp.backends.local.resolve_model_spec", no_champion)
+    monkeypatch.setattr("serving.models.resolve_model_spec", no_champion)
     shown = _run(DemoCallbacks(tiny_backend), blobs, model=None)
-    assert shown.notice.startswith("No champion model yet (no champion yet")
-    assert shown.views[0]["model_version"] == "tiny-prototype"
+    assert shown.notice == ("no champion yet — run `dvc repro` — serving the prototype model "
+                            "instead")  # fmt: skip
+    assert shown.views[0]["model_version"] == "prototype"
 
 
 def test_select_shows_the_clicked_result(tiny_backend, blobs):
@@ -149,7 +151,7 @@ def test_without_workers_send_and_status_degrade(tiny_backend, blobs):
     with pytest.raises(gr.Error, match="needs the workers"):
         cb.send_to_annotators(views, 0)
     status = cb.status()
-    assert "in-process" in status and "`tiny-prototype`" in status
+    assert "in-process" in status and "`prototype`" in status
 
     class Down:
         kind = "celery"
@@ -209,13 +211,19 @@ def test_nothing_is_built_at_import(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
-def test_review_flag_follows_the_params_file(tiny_loader, blobs, tmp_path):
-    from webapp.backends.local import REVIEW_BELOW, LocalBackend, review_threshold
+def test_review_flag_follows_the_params_file(tiny_backbone_dir, blobs, tmp_path):
+    from serving.config import ReviewConfig, review_config
+    from tests.webapp.conftest import tiny_job
+    from webapp.backends.local import LocalBackend
 
     params = tmp_path / "params.yaml"
+    assert review_config(params).confidence_threshold == ReviewConfig().confidence_threshold
     params.write_text("review:\n  confidence_threshold: 0.75\n")
-    assert review_threshold(params) == 0.75
-    assert review_threshold(tmp_path / "none.yaml") == REVIEW_BELOW
-    shown = _run(DemoCallbacks(LocalBackend(loader=tiny_loader, review_below=1.01)), blobs)
+    assert review_config(params).confidence_threshold == 0.75
+    backend = LocalBackend(tiny_job(tiny_backbone_dir, params))
+    params.write_text("review:\n  confidence_threshold: 1.01\n")  # read per request
+    shown = _run(DemoCallbacks(backend), blobs)
     assert all(v["needs_review"] for v in shown.views)
     assert "Low confidence" in shown.detail.summary and shown.table[0][3] == "yes"
+    params.write_text("review:\n  confidence_threshold: 0.0\n")
+    assert not any(v["needs_review"] for v in _run(DemoCallbacks(backend), blobs).views)

@@ -22,11 +22,13 @@ def contract_app(local_backend) -> Celery:
     app.conf.update(task_default_queue=QUEUE, worker_hijack_root_logger=False,
                     task_track_started=True)  # fmt: skip
 
-    @app.task(name="dinoseg.segment")
-    def segment(request):
+    @app.task(name="dinoseg.segment", bind=True)
+    def segment(self, request):
         if request["threshold"] == 0.99:
             raise InputError("support 1: the mask is empty; mark the object")
-        return local_backend.segment(request)
+        report = lambda f, d: self.update_state(state="PROGRESS",  # noqa: E731
+                                                meta={"fraction": f, "desc": d})
+        return local_backend.segment(request, report)
 
     @app.task(name="dinoseg.queue_for_review")
     def queue_for_review(result_id):
@@ -52,13 +54,27 @@ def test_segment_review_and_status_through_a_worker(tiny_backend, blobs):
             report=lambda f, d: states.append(d),
         )  # fmt: skip
         assert [v["name"] for v in shown.views] == ["query1.png", "query2.png"]
-        assert shown.views[0]["model_version"] == "tiny-prototype"
+        assert shown.views[0]["model_version"] == "prototype"
         assert states and states[0] == "sending to the workers"
-        assert "task 16" in cb.send_to_annotators(shown.views, 0)
+        assert "task 24" in cb.send_to_annotators(shown.views, 0)  # 24-hex result ids
         assert "Celery workers" in cb.status() and "2 task(s)" in cb.status()
         with pytest.raises(BackendError, match="the mask is empty; mark the object"):
             request = {"support": [], "queries": [], "model": "prototype", "threshold": 0.99}
             backend.segment(request)
+
+
+def test_progress_states_become_progress_reports():
+    from webapp.backends.celery import _report_state
+
+    seen = []
+    report = lambda f, d: seen.append((f, d))  # noqa: E731
+    _report_state(report, "PROGRESS", {"fraction": 0.5, "desc": "segmenting 1-4 of 8"}, 1.0)
+    _report_state(report, "PROGRESS", {"fraction": None, "desc": "loading the model"}, 1.0)
+    _report_state(report, "PROGRESS", {"fraction": 7, "desc": ""}, 1.0)
+    _report_state(report, "STARTED", None, 3.2)
+    _report_state(report, "PENDING", None, 4.0)
+    assert seen == [(0.5, "segmenting 1-4 of 8"), (None, "loading the model"), (1.0, "working"),
+                    (None, "running on a worker (3 s)"), (None, "waiting for a worker (4 s)")]
 
 
 def test_no_worker_is_a_clear_message_quickly():

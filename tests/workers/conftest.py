@@ -56,7 +56,7 @@ def free_port() -> int:
 
 def write_params(root: Path, backbone: Path, classes_from: Path, **review: object) -> None:
     params = {
-        "workers": {"model": "prototype", "backbone": str(backbone), "image_size": 112},
+        "serving": {"model": "prototype", "backbone": str(backbone), "image_size": 112},
         "review": {"classes_from": str(classes_from), "labels_dir": "data/labels",
                    "auto_queue": False, "retrain_after": 2, **review},
     }  # fmt: skip

@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from dinoseg.confidence import mask_confidence
+from serving import store
+from serving.config import review_config
+from serving.uploads import file_sha256
 from tests.workers.conftest import LabelStudioServer, Project, blob, upload
-from workers import store
-from workers.config import review_config
 from workers.labelstudio import client as ls
 from workers.labelstudio import review as rv
 from workers.labelstudio.convert import mask_to_result, result_to_mask
@@ -29,7 +30,7 @@ def low_confidence_result(project: Project, seed: int) -> tuple[str, np.ndarray,
     path = upload(project, f"review{seed}", image)["image"]
     prob = np.where(mask, 0.62, 0.2).astype(np.float32)
     conf = mask_confidence(prob)
-    sha = store.file_sha256(path)
+    sha = file_sha256(path)
     rid = store.result_id({"query": sha, "model": MODEL_VERSION})
     meta = {"query": path, "query_sha256": sha, "model_version": MODEL_VERSION,
             "confidence": conf, "needs_review": True}  # fmt: skip
@@ -126,3 +127,4 @@ def test_outbox_holds_items_while_label_studio_is_down(review, stack_env, labels
     assert review.outbox.depth() == 0
     assert rv.queue(review, rid)["status"] == "duplicate"
     assert len(tasks_with_key(labelstudio, reply["key"])) == 1
+

@@ -1,4 +1,5 @@
-"""The workers' parts without services: RLE, outbox, request validation, results store, models."""
+"""The serving and worker parts without services: RLE, outbox, request validation, the segment
+job, results store, models."""
 
 from __future__ import annotations
 
@@ -8,9 +9,13 @@ import numpy as np
 import pytest
 
 from dinoseg.io import InputError
+from serving import store
+from serving.config import PARAMS_FILE, ServingConfig, review_config, serving_config
+from serving.models import ModelHolder
+from serving.request import parse_request
+from serving.segment import SegmentJob
+from serving.uploads import content_sha256, file_sha256
 from tests.workers.conftest import Project, blob, make_request, upload
-from workers import store
-from workers.config import WorkerConfig, review_config, worker_config
 from workers.labelstudio.convert import (
     PLACEHOLDER,
     annotation_to_label_map,
@@ -19,8 +24,6 @@ from workers.labelstudio.convert import (
     result_to_mask,
 )
 from workers.labelstudio.outbox import Outbox
-from workers.models import ModelHolder
-from workers.segment import parse_request, run_segment
 
 
 def test_brush_rle_round_trip_and_label_map() -> None:
@@ -109,34 +112,68 @@ def test_request_validation(stack_env: Project) -> None:
             parse_request(payload)
 
 
+def _job(threshold: float, root) -> SegmentJob:
+    """The segment job of the test project, with ``review.confidence_threshold`` set."""
+    params = root / "job-params.yaml"
+    params.write_text(PARAMS_FILE.read_text().replace("review:",
+                      f"review:\n  confidence_threshold: {threshold}", 1))  # fmt: skip
+    return SegmentJob(ModelHolder(serving_config()), params=params)
+
+
 def test_segment_in_process_writes_records_and_rejects_bad_images(stack_env: Project) -> None:
-    holder = ModelHolder(worker_config())
     request = make_request(stack_env, n_queries=2)
-    reply = run_segment(request, holder, review_threshold=2.0)  # everything needs review
+    job = _job(2.0, stack_env.root)  # everything needs review
+    seen = []
+    outcome = job.run(request, lambda f, d: seen.append((f, d)))
+    reply = outcome.reply
     assert [r["needs_review"] for r in reply["results"]] == [True, True]
+    assert [i.result_id for i in outcome.review] == [r["id"] for r in reply["results"]]
+    for item in outcome.review:  # review items carry the masks still in memory
+        np.testing.assert_array_equal(item.mask, store.read_mask(item.result_id))
+        assert item.key == f"{item.query_sha256[:32]}:{reply['model_version']}"
+    assert seen[0] == (0.0, "loading the model") and seen[-1] == (1.0, "done")
     meta = store.read_meta(reply["results"][0]["id"])
-    assert meta["support"][0]["image_sha256"] == store.file_sha256(request["support"][0]["image"])
-    strict = run_segment({**request, "threshold": 0.9}, holder, review_threshold=0.0)
-    assert {r["id"] for r in strict["results"]}.isdisjoint(r["id"] for r in reply["results"])
+    assert meta["support"][0]["image_sha256"] == file_sha256(request["support"][0]["image"])
+    assert set(meta) == {"id", "query", "query_sha256", "support", "model_version", "model_spec",
+                         "notice", "threshold", "confidence", "needs_review", "height", "width",
+                         "created"}  # fmt: skip
+    strict = _job(0.0, stack_env.root).run({**request, "threshold": 0.9})
+    assert {r["id"] for r in strict.reply["results"]}.isdisjoint(r["id"] for r in reply["results"])
+    assert strict.review == []
     corrupt = stack_env.uploads / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(InputError, match=r"corrupt\.png"):
-        run_segment({**request, "queries": [str(corrupt)]}, holder, review_threshold=0.5)
+        job.run({**request, "queries": [str(corrupt)]})
     img, _ = blob(40, 50, seed=9)
     small = upload(stack_env, "wrong-size", img, np.ones((30, 30), bool))
     with pytest.raises(InputError, match="mask is 30x30"):
-        run_segment({**request, "support": [small]}, holder, review_threshold=0.5)
+        job.run({**request, "support": [small]})
     with pytest.raises(InputError, match="not a result id"):
         store.read_meta("../../etc")
+
+
+def test_upload_names_carry_their_hash(stack_env: Project, tmp_path) -> None:
+    from serving.uploads import store_bytes
+
+    stored = store_bytes(b"some image bytes", ".png")
+    assert stored.parent == stack_env.uploads and content_sha256(stored) == stored.stem
+    stored.write_bytes(b"changed")  # the name is trusted: the web app wrote it by content
+    assert content_sha256(stored) == stored.stem != file_sha256(stored)
+    other = tmp_path / stored.name  # the same name outside the uploads folder is hashed
+    other.write_bytes(b"changed")
+    assert content_sha256(other) == file_sha256(other)
+    plain = stack_env.uploads / "q1-copy.png"
+    plain.write_bytes(b"x")
+    assert content_sha256(plain) == file_sha256(plain)
 
 
 def test_missing_champion_falls_back_to_prototype_with_a_notice(
     stack_env: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{stack_env.root / 'empty-mlflow.db'}")
-    cfg = worker_config()
-    champion = WorkerConfig(model="models:/dinoseg-segmenter@champion", backbone=cfg.backbone,
-                            image_size=cfg.image_size)  # fmt: skip
+    cfg = serving_config()
+    champion = ServingConfig(model="models:/dinoseg-segmenter@champion", backbone=cfg.backbone,
+                             image_size=cfg.image_size)  # fmt: skip
     holder = ModelHolder(champion)
     served = holder.get()
     assert served.model_version == "prototype"

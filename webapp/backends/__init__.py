@@ -1,19 +1,19 @@
-"""Where a segmentation request runs: in this process, or on the Celery workers.
+"""Where a request runs: in this process, or on the Celery workers.
 
-Both backends speak the workers' JSON contract (see ``workers``): ``segment(request)`` returns
-``{"model_version", "notice", "results": [{"id", "query", "mask", "prob", "confidence",
-"needs_review"}]}`` with mask/prob PNGs in ``runtime.results_dir()/<id>/``, so the page does not
-care which one answered.
+Both backends run the serving layer's jobs and speak its JSON contract (:mod:`serving.segment`,
+:mod:`serving.aerial`): ``segment(request)`` returns ``{"model_version", "notice", "results":
+[{"id", "query", "mask", "prob", "confidence", "needs_review"}]}`` with mask/prob PNGs in
+``runtime.results_dir()/<id>/``, so the page does not care which one answered.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any, Protocol
 
-#: progress callback: (fraction in [0, 1] or None when unknown, description)
-Report = Callable[[float | None, str], None]
+from serving.progress import Report, no_report
+
+__all__ = ["BACKEND_ENV", "Backend", "BackendError", "Report", "make_backend", "no_report"]
 
 
 class BackendError(RuntimeError):
@@ -29,6 +29,10 @@ class Backend(Protocol):
         """Run ``dinoseg.segment``; raises InputError (bad input) or BackendError."""
         ...
 
+    def aerial(self, request: dict[str, Any], report: Report) -> dict[str, Any]:
+        """Run ``dinoseg.aerial`` (a city map); raises InputError or BackendError."""
+        ...
+
     def queue_for_review(self, result_id: str) -> dict[str, Any]:
         """Run ``dinoseg.queue_for_review``: ``{"status", "task_id"}``."""
         ...
@@ -36,10 +40,6 @@ class Backend(Protocol):
     def status(self) -> dict[str, Any]:
         """Run ``dinoseg.status``: model version, review queue depth, Label Studio URL."""
         ...
-
-
-def no_report(fraction: float | None, desc: str) -> None:
-    """A progress callback that ignores progress."""
 
 
 #: environment variable choosing the backend of `python -m webapp` (``local`` | ``celery``)

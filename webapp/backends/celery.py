@@ -2,8 +2,8 @@
 
 The client app is built from ``dinoseg.runtime`` (same broker and result backend as the
 workers, JSON only). Results are polled so the page can show progress: ``PENDING`` (queued or
-no worker yet), ``STARTED``, ``PROGRESS`` (``meta = {"done", "total"}`` when the worker reports
-it), then ``SUCCESS`` / ``FAILURE`` (the task's error message is shown as is).
+no worker yet), ``STARTED``, ``PROGRESS`` (``meta = {"fraction", "desc"}`` when the worker
+reports it), then ``SUCCESS`` / ``FAILURE`` (the task's error message is shown as is).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from webapp.backends import BackendError, Report, no_report
 #: the workers' queue (``workers.app.QUEUE``; named here because the webapp never imports workers)
 QUEUE = "dinoseg"
 SEGMENT = "dinoseg.segment"
+AERIAL = "dinoseg.aerial"
 QUEUE_FOR_REVIEW = "dinoseg.queue_for_review"
 STATUS = "dinoseg.status"
 
@@ -70,11 +71,13 @@ class CeleryBackend:
         app: Any = None,
         *,
         timeout_s: float = 600.0,
+        aerial_timeout_s: float = 3600.0,
         quick_timeout_s: float = 8.0,
         poll_s: float = 0.25,
     ):
         self.app = app or client_app()
         self.timeout_s = timeout_s
+        self.aerial_timeout_s = aerial_timeout_s
         self.quick_timeout_s = quick_timeout_s
         self.poll_s = poll_s
 
@@ -107,6 +110,14 @@ class CeleryBackend:
             raise BackendError(f"unexpected reply from the workers: {str(reply)[:200]}")
         return reply
 
+    def aerial(self, request: dict[str, Any], report: Report = no_report) -> dict[str, Any]:
+        report(None, "sending to the workers")
+        res = self._send(AERIAL, request, expires=self.aerial_timeout_s)
+        reply = self._wait(res, self.aerial_timeout_s, report, "the city map")
+        if not isinstance(reply, dict) or "map" not in reply:
+            raise BackendError(f"unexpected reply from the workers: {str(reply)[:200]}")
+        return reply
+
     def queue_for_review(self, result_id: str) -> dict[str, Any]:
         timeout = 4 * self.quick_timeout_s
         res = self._send(QUEUE_FOR_REVIEW, result_id, expires=timeout)
@@ -120,9 +131,12 @@ class CeleryBackend:
 
 
 def _report_state(report: Report, state: str, info: Any, waited: float) -> None:
-    if state == "PROGRESS" and isinstance(info, dict) and info.get("total"):
-        done, total = float(info.get("done", 0)), float(info["total"])
-        report(min(1.0, done / total), f"segmenting {int(done)}/{int(total)}")
+    if state == "PROGRESS" and isinstance(info, dict):
+        fraction = info.get("fraction")
+        if not isinstance(fraction, (int, float)) or isinstance(fraction, bool):
+            fraction = None
+        report(None if fraction is None else min(1.0, max(0.0, float(fraction))),
+               str(info.get("desc") or "working"))  # fmt: skip
     elif state == "STARTED":
         report(None, f"running on a worker ({waited:.0f} s)")
     else:

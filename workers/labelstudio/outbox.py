@@ -12,7 +12,9 @@ Delivery is claimed with a short lease so two workers never deliver the same ite
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,22 +52,40 @@ class Item:
 
 
 class Outbox:
-    """The outbox database; every method is one short transaction (safe across processes)."""
+    """The outbox database; every method is one short transaction (safe across processes).
+
+    The database is opened (and its schema made) once, at the first use, and the connection is
+    kept for the life of the process; a forked child opens its own.
+    """
 
     def __init__(self, path: Path | None = None):
         self.path = path or runtime.outbox_path()
-        runtime.ensure(self.path.parent)
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
+        self._db: sqlite3.Connection | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None or self._pid != os.getpid():
+            runtime.ensure(self.path.parent)
+            db = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
             db.execute("PRAGMA journal_mode=WAL")  # persistent; readers never block the writer
             db.executescript(_SCHEMA)
-        finally:
-            db.close()
+            self._db, self._pid = db, os.getpid()
+        return self._db
+
+    def close(self) -> None:
+        """Close the connection (the next call opens it again)."""
+        with self._lock:
+            if self._db is not None and self._pid == os.getpid():
+                self._db.close()
+            self._db = None
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
+        with self._lock:
+            db = self._connection()
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -73,8 +93,6 @@ class Outbox:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-        finally:
-            db.close()
 
     def add(self, key: str, result_id: str, payload: dict[str, Any]) -> tuple[Item, bool]:
         """Insert a pending item unless the key exists; returns (the item, whether it is new)."""

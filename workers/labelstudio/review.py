@@ -1,15 +1,17 @@
-"""Queue low-confidence results for review: idempotent, and through the outbox when LS is down.
+"""Review items to Label Studio: idempotent, and through the outbox when Label Studio is down.
 
-``queue(result_id)``:
+A :class:`serving.review.ReviewItem` becomes a Label Studio task once (:func:`build_task`): the
+query image (served by Label Studio from the uploads folder), the mask as a brush-RLE
+prediction with ``score`` = confidence and ``model_version`` = the model's registry version.
 
-1. builds the review item from the results store: the query image (served by Label Studio
-   from the uploads folder), the mask as a brush-RLE prediction with ``score`` = confidence and
-   ``model_version`` = the model's registry version;
-2. inserts it into the outbox under its idempotency key ``<query sha256[:32]>:<model version>``
-   (an existing key is a duplicate: never two tasks);
-3. delivers it: looks the key up in the project first (a delivery whose reply was lost), else
-   imports the task with its prediction in one request. Label Studio unreachable -> the item
-   stays pending and :func:`flush` delivers it later.
+- :func:`enqueue` (the ``segment`` task, with the mask still in memory) stores the task in the
+  outbox under the item's idempotency key ``<query sha256[:32]>:<model version>`` (an existing
+  key is a duplicate: never two tasks);
+- :func:`deliver` sends one outbox item: looks the key up in the project first (a delivery
+  whose reply was lost), else imports the task with its prediction in one request. Label Studio
+  unreachable -> the item stays pending and :func:`flush` delivers it later;
+- :func:`queue` (the "send to annotators" button) builds the item from the results store, then
+  enqueues and delivers it.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from typing import Any
 
 from dinoseg.data.folder import ClassInfo, read_classes
 from dinoseg.io import InputError
-from workers import store
-from workers.config import ReviewConfig
+from serving.config import ReviewConfig
+from serving.review import ReviewItem, item_from_record
 from workers.labelstudio import client as ls
 from workers.labelstudio.convert import mask_to_result
 from workers.labelstudio.outbox import Outbox
@@ -44,25 +46,19 @@ class Review:
         return ls.ensure_project(client, self.config.project_title, names)
 
 
-def review_key(meta: dict[str, Any]) -> str:
-    """Idempotency key of a result: query image hash + model version."""
-    return f"{meta['query_sha256'][:32]}:{meta['model_version']}"
-
-
-def build_task(rid: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """The Label Studio task (data + one prediction) for result ``rid``."""
-    mask = store.read_mask(rid)
+def build_task(item: ReviewItem) -> dict[str, Any]:
+    """The Label Studio task (data + one prediction) of a review item."""
     data = {
-        "image": ls.image_url(meta["query"]),
-        ls.KEY_FIELD: review_key(meta),
-        "dinoseg_result": rid,
-        "dinoseg_query": meta["query"],
-        "dinoseg_query_sha256": meta["query_sha256"],
+        "image": ls.image_url(item.query),
+        ls.KEY_FIELD: item.key,
+        "dinoseg_result": item.result_id,
+        "dinoseg_query": item.query,
+        "dinoseg_query_sha256": item.query_sha256,
     }
     prediction = {
-        "model_version": str(meta["model_version"]),
-        "score": float(meta["confidence"]),
-        "result": [mask_to_result(mask)],
+        "model_version": item.model_version,
+        "score": float(item.confidence),
+        "result": [mask_to_result(item.mask)],
     }
     return {"data": data, "predictions": [prediction]}
 
@@ -93,22 +89,23 @@ def deliver(review: Review, key: str) -> tuple[str, int | None]:
     return status, task_id
 
 
-def enqueue(review: Review, rid: str) -> str:
-    """Put result ``rid`` into the outbox without delivering it (``flush`` or ``queue`` will);
-    returns its key. Durable at once: nothing is lost if the broker is down right now."""
-    meta = store.read_meta(rid)
-    key = review_key(meta)
-    review.outbox.add(key, rid, build_task(rid, meta))
-    return key
+def enqueue(review: Review, item: ReviewItem) -> tuple[str, bool]:
+    """Put a review item into the outbox without delivering it (``deliver``, ``flush`` or
+    ``queue`` will); returns (its key, whether it is new). Durable at once: nothing is lost if
+    the broker is down right now."""
+    if review.outbox.get(item.key) is not None:
+        return item.key, False  # queued before: the task is not built again
+    _, new = review.outbox.add(item.key, item.result_id, build_task(item))
+    return item.key, new
 
 
 def queue(review: Review, rid: str) -> dict[str, Any]:
-    """Queue result ``rid`` for review; ``{"status", "task_id", "key"}``."""
-    meta = store.read_meta(rid)
-    key = review_key(meta)
-    item, new = review.outbox.add(key, rid, build_task(rid, meta))
-    if not new and item.state == "delivered":
-        return {"status": "duplicate", "task_id": item.task_id, "key": key}
+    """Queue stored result ``rid`` for review; ``{"status", "task_id", "key"}``."""
+    item = item_from_record(rid)
+    stored, new = review.outbox.add(item.key, rid, build_task(item))
+    key = item.key
+    if not new and stored.state == "delivered":
+        return {"status": "duplicate", "task_id": stored.task_id, "key": key}
     status, task_id = deliver(review, key)
     if status == "busy":  # another worker is delivering it right now
         status = "duplicate" if not new else "outbox"

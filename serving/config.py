@@ -1,7 +1,9 @@
-"""The workers' settings: code defaults <- ``params.yaml`` sections ``workers`` and ``review``.
+"""Serving settings: code defaults <- ``params.yaml`` sections ``serving`` and ``review``.
 
-The params file is ``./params.yaml`` in the worker's working directory (the project root, where
-``dvc repro`` runs too); it is read per task, so an edit applies without a restart.
+The web app (in-process) and the Celery workers read the same sections, so both serve the same
+model and flag the same results for review. The params file is ``./params.yaml`` in the working
+directory (the project root, where ``dvc repro`` runs too); ``review`` is read per request, so
+an edit applies without a restart.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ PARAMS_FILE = Path("params.yaml")
 
 
 @dataclass
-class WorkerConfig:
-    """``params.yaml: workers``.
+class ServingConfig:
+    """``params.yaml: serving`` — the model a process serves.
 
     Attributes:
         model: model spec served by default (a request may name another).
@@ -64,9 +66,9 @@ def _section(path: Path, name: str) -> dict[str, object]:
     return load_params(path, name) if path.is_file() else {}
 
 
-def worker_config(path: Path = PARAMS_FILE) -> WorkerConfig:
-    """Resolved ``workers`` settings (defaults when there is no params file)."""
-    return resolve(WorkerConfig, _section(path, "workers"))
+def serving_config(path: Path = PARAMS_FILE) -> ServingConfig:
+    """Resolved ``serving`` settings (defaults when there is no params file)."""
+    return resolve(ServingConfig, _section(path, "serving"))
 
 
 def review_config(path: Path = PARAMS_FILE) -> ReviewConfig:

@@ -6,9 +6,15 @@
     runtime.results_dir()/<id>/prob.png    (H, W) uint8 = round(prob * 255)
     runtime.results_dir()/<id>/meta.json   confidence, needs_review, model_version, input hashes
 
+``meta.json`` (one schema for every backend)::
+
+    {"id", "query", "query_sha256", "support": [{"image", "mask", "image_sha256", "mask_sha256"}],
+     "model_version", "model_spec", "notice", "threshold", "confidence", "needs_review",
+     "height", "width", "created"}
+
 A record is written into a temporary folder and renamed into place, so readers never see a
-half-written record. Ids are content-derived (inputs + model version + threshold): a redelivered
-task rewrites nothing and a repeated request finds its record.
+half-written record. Ids are content-derived (:func:`result_id`: inputs + model version +
+threshold, 24 hex): a redelivered task rewrites nothing and a repeated request finds its record.
 """
 
 from __future__ import annotations
@@ -30,16 +36,6 @@ from dinoseg import runtime
 from dinoseg.io import InputError, save_mask_png
 
 _ID = re.compile(r"^[0-9a-f]{8,64}$")
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def result_id(parts: Mapping[str, Any]) -> str:

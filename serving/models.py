@@ -1,7 +1,7 @@
-"""The model a worker process serves: built lazily once, following the registry's champion.
+"""The model a process serves: built lazily once, following the registry's champion.
 
 A registry spec (``models:/dinoseg-segmenter@champion``) is re-resolved through
-:func:`dinoseg.predictor.resolve_model_spec` at most every ``model_check_seconds``; a new
+:func:`dinoseg.modelspec.resolve_model_spec` at most every ``model_check_seconds``; a new
 model id (a new champion version) loads the new checkpoint, the same id keeps the loaded one.
 
 - resolution fails after a model was resolved (registry unreachable, alias gone): the last good
@@ -14,18 +14,17 @@ model id (a new champion version) loads the new checkpoint, the same id keeps th
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from dinoseg.io import InputError
-from dinoseg.predictor import FewShotPredictor, load_predictor, resolve_model_spec
-from workers.config import WorkerConfig
+from dinoseg.modelspec import parse_model_spec, resolve_model_spec
+from dinoseg.predictor import FewShotPredictor, load_predictor
+from serving.config import ServingConfig
 
 log = logging.getLogger(__name__)
-_SCHEMED = re.compile(r"^[a-z][a-z0-9+.-]*:/")  # as dinoseg.predictor
 _KEEP = 2  # predictors kept per process (the champion and the fallback)
 
 
@@ -60,7 +59,7 @@ class ModelHolder:
 
     def __init__(
         self,
-        config: WorkerConfig,
+        config: ServingConfig,
         loader: Callable[..., FewShotPredictor] = load_predictor,
         clock: Callable[[], float] = time.monotonic,
     ):
@@ -151,7 +150,7 @@ class ModelHolder:
         return served
 
     def _serve(self, spec: str) -> Served:
-        if not _SCHEMED.match(spec):
+        if not parse_model_spec(spec).is_registry:
             predictor = self._load(spec)
             return Served(predictor, predictor.model_id)
         resolution, notice = self._resolve(spec)

@@ -1,0 +1,97 @@
+"""The ``aerial`` job: an uploaded photo (+ annotated tiles) -> city map outputs.
+
+Run in-process by the web app or by the Celery task ``dinoseg.aerial`` (10-78 CPU s per
+megapixel: with workers, never inside the web app's process). Request (JSON)::
+
+    {"image": path, "supports": [{"image": path, "mask": path}, ...],
+     "config": {AerialConfig field: value, ...}}
+
+Paths must lie in the uploads folder; masks are class-index PNGs (the Dubai layout: 0 land,
+1 water, 2 building, 3 vegetation, 4 road, 255 unlabelled). The config is layered: code
+defaults <- params.yaml ``aerial`` <- the request's ``config``. Reply::
+
+    {"id", "out", "map", "glb", "files": [path, ...], "stats": {...}}
+
+with the outputs in ``runtime.results_dir()/aerial/<id>/``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dinoseg import runtime
+from dinoseg.aerial.build import check_method
+from dinoseg.aerial.categories import DEFAULT_CLASS_NAMES
+from dinoseg.aerial.config import AerialConfig
+from dinoseg.config import load_params, resolve
+from dinoseg.io import InputError
+from serving.config import PARAMS_FILE
+from serving.progress import Report, no_report
+from serving.request import upload_path
+
+#: request ``config`` keys a visitor may set (the rest come from params.yaml)
+REQUEST_KEYS = ("method", "refine", "tile", "overlap", "k", "pixel_size", "building_height")
+#: methods that name classes by the support tiles
+NEEDS_SUPPORTS = ("fewshot", "sam-match")
+
+
+def aerial_config(overrides: Any, params: Path = PARAMS_FILE) -> AerialConfig:
+    """Code defaults <- ``params`` section ``aerial`` <- the request's overrides, checked."""
+    if not isinstance(overrides, Mapping):
+        raise InputError("aerial: 'config' must be an object")
+    unknown = sorted(set(overrides) - set(REQUEST_KEYS))
+    if unknown:
+        raise InputError(f"aerial: unknown config keys {unknown}; allowed: {list(REQUEST_KEYS)}")
+    section = load_params(params, "aerial") if params.is_file() else {}
+    cfg = resolve(AerialConfig, section, dict(overrides))
+    check_method(cfg.method)
+    cfg.check()
+    return cfg
+
+
+def _supports(value: Any, uploads: Path) -> list[tuple[Path, Path]]:
+    if not isinstance(value, list):
+        raise InputError("aerial: 'supports' must list {'image': path, 'mask': path} pairs")
+    pairs = []
+    for i, s in enumerate(value, 1):
+        if not isinstance(s, Mapping):
+            raise InputError(f"annotated tile {i}: expected {{'image': path, 'mask': path}}")
+        pairs.append((upload_path(s.get("image"), f"annotated tile {i}", uploads),
+                      upload_path(s.get("mask"), f"annotated tile {i} mask", uploads)))  # fmt: skip
+    return pairs
+
+
+def run_aerial_job(
+    request: Any,
+    report: Report = no_report,
+    *,
+    params: Path = PARAMS_FILE,
+    uploads: Path | None = None,
+    results: Path | None = None,
+) -> dict[str, Any]:
+    """Run one aerial request (see the module docstring)."""
+    from dinoseg.aerial.pipeline import OUTPUT_FILES, load_supports, run_aerial
+
+    uploads = (uploads or runtime.uploads_dir()).resolve()
+    if not isinstance(request, Mapping):
+        raise InputError(f"aerial: the request must be an object, got {type(request).__name__}")
+    image = upload_path(request.get("image"), "aerial photo", uploads)
+    pairs = _supports(request.get("supports") or [], uploads)
+    cfg = aerial_config(request.get("config") or {}, params)
+    if not pairs and cfg.method in NEEDS_SUPPORTS:
+        raise InputError(f"{cfg.method} needs at least one annotated tile (tile + mask)")
+    names = list(DEFAULT_CLASS_NAMES)
+    supports = load_supports(pairs, names) if pairs else None
+    rid = uuid.uuid4().hex[:24]
+    out = (results or runtime.results_dir()) / "aerial" / rid
+
+    def progress(stage: str, done: int, total: int) -> None:
+        report(done / max(total, 1), f"{stage}: {done}/{total} tiles")
+
+    report(None, "loading the model")
+    stats = run_aerial(image, supports, names, cfg, out, progress=progress)
+    return {"id": rid, "out": str(out), "map": str(out / "map.png"), "glb": str(out / "city.glb"),
+            "files": [str(out / n) for n in OUTPUT_FILES], "stats": stats}  # fmt: skip
