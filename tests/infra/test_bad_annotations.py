@@ -26,9 +26,9 @@ H, W = 84, 112
 
 @pytest.fixture
 def labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """(labels root, uploads folder with a good and a corrupt query, class info)."""
+    """(labels root (not made yet), uploads folder with a good and a corrupt query, class info,
+    the base dataset folder)."""
     from dinoseg.data.folder import read_classes
-    from workers.labelstudio.sync import prepare_labels_dir
 
     home = tmp_path / "home"
     monkeypatch.setenv("DINOSEG_HOME", str(home))
@@ -42,9 +42,7 @@ def labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     (base / "classes.json").write_text(
         json.dumps({"classes": {"0": "road", "1": "car"}, "ignore_index": 255})
     )
-    root = tmp_path / "labels"
-    prepare_labels_dir(root, base)
-    return root, uploads, read_classes(base)
+    return tmp_path / "labels", uploads, read_classes(base), base
 
 
 def _region(label: str = "car", shape: tuple[int, int] = (H, W)) -> dict[str, Any]:
@@ -111,22 +109,21 @@ def test_bad_annotation_is_refused_and_writes_nothing(labels, tmp_path, case: st
                                                       change, message: str) -> None:  # fmt: skip
     from workers.labelstudio.sync import write_label
 
-    root, uploads, info = labels
+    root, uploads, info, base = labels
     task, ann = _task(uploads)
     change(task, ann, uploads, tmp_path)
     with pytest.raises(InputError, match=message):
-        write_label(root, task, ann, info, "annotator@dinoseg.test")
-    written = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    assert written == ["classes.json"]
+        write_label(root, task, ann, info, "annotator@dinoseg.test", base)
+    assert not root.exists()  # not even the folder layout: the pipeline's input is unchanged
     assert not list(Path("/tmp").glob("evil*"))
 
 
 def test_good_annotation_writes_image_mask_and_provenance(labels) -> None:
     from workers.labelstudio.sync import write_label
 
-    root, uploads, info = labels
+    root, uploads, info, base = labels
     task, ann = _task(uploads)
-    stem = write_label(root, task, ann, info, "annotator@dinoseg.test")
+    stem = write_label(root, task, ann, info, "annotator@dinoseg.test", base)
     mask = np.asarray(Image.open(root / "train/masks" / f"{stem}.png"))
     assert mask.shape == (H, W) and set(np.unique(mask)) == {1, 255}  # car, unlabelled=ignore
     assert (root / "train/images" / f"{stem}.png").is_file()

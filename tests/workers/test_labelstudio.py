@@ -128,3 +128,43 @@ def test_outbox_holds_items_while_label_studio_is_down(review, stack_env, labels
     assert rv.queue(review, rid)["status"] == "duplicate"
     assert len(tasks_with_key(labelstudio, reply["key"])) == 1
 
+
+def _dvc(root: Path, *args: str) -> str:
+    import subprocess
+    import sys
+
+    dvc = Path(sys.executable).with_name("dvc")
+    done = subprocess.run([str(dvc), *args], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_sync_without_labels_leaves_the_pipeline_input_unchanged(
+    review, stack_env, labelstudio, tmp_path
+) -> None:
+    """A sync with nothing to write (no Label Studio, or no annotation) must not touch
+    ``data/labels``: the pipeline's first stage depends on it, and a change reruns it all."""
+    from dataclasses import replace
+
+    root = tmp_path / "pipeline"
+    (root / "data" / "labels").mkdir(parents=True)
+    (root / "data" / "labels" / ".gitkeep").touch()
+    (root / "dvc.yaml").write_text(
+        "stages:\n  prepare:\n    cmd: ls data/labels > listing.txt\n"
+        "    deps: [data/labels]\n    outs: [listing.txt]\n"
+    )
+    _dvc(root, "init", "--no-scm", "-q")
+    _dvc(root, "repro", "-q")
+    assert "up to date" in _dvc(root, "status")
+    labels = root / "data" / "labels"
+
+    def down() -> None:
+        raise ls.Unavailable("Label Studio unreachable (test)")
+
+    with pytest.raises(ls.Unavailable):
+        sync(rv.Review(review.config, review.outbox, connect=down), labels)
+    empty = rv.Review(replace(review.config, project_title="dinoseg review, nothing annotated"),
+                      review.outbox, connect=labelstudio.client)  # fmt: skip
+    assert sync(empty, labels).new_labels == 0
+    assert sorted(p.name for p in labels.iterdir()) == [".gitkeep"]
+    assert "up to date" in _dvc(root, "status")

@@ -8,7 +8,8 @@
                                              base's background_index, else its ignore_index
     data/labels/provenance/<stem>.json       task id, annotation id, annotator, times, model
 
-The latest submitted (not cancelled) annotation of a task wins; an annotation already written
+Nothing is written into ``data/labels/`` (a ``dvc repro`` input) until there is a label to
+write. The latest submitted (not cancelled) annotation of a task wins; an annotation already written
 in the same version is skipped, an updated one rewrites its files. Regions still carrying the
 placeholder label are not labels; an annotation without any class-labelled pixel is skipped.
 """
@@ -89,9 +90,14 @@ def unlabelled_value(info: ClassInfo) -> int:
 
 
 def write_label(
-    root: Path, task: dict[str, Any], ann: dict[str, Any], info: ClassInfo, annotator: str
+    root: Path, task: dict[str, Any], ann: dict[str, Any], info: ClassInfo, annotator: str,
+    base: Path,
 ) -> str:
-    """Write one annotation's image, mask and provenance; returns the file stem."""
+    """Write one annotation's image, mask and provenance; returns the file stem.
+
+    ``root`` (the pipeline's ``data/labels`` input) is laid out, with ``base``'s classes.json,
+    only now that there is a label to write: a sync with nothing to write changes nothing.
+    """
     data = task["data"]
     image_path, stem = _task_query(task)
     image = load_image(image_path)
@@ -102,6 +108,7 @@ def write_label(
     if not np.isin(labels, list(info.names)).any():
         raise InputError(f"task {task['id']}: no region labelled with a class ({placeholders} "
                          f"still 'object')")  # fmt: skip
+    prepare_labels_dir(root, base)
     for old in (root / "train/images").glob(f"{stem}.*"):
         old.unlink()  # the same image under another suffix
     _atomic_png(labels, root / "train/masks" / f"{stem}.png")
@@ -152,7 +159,6 @@ def sync(review: Review, labels_dir: Path) -> SyncReport:
     report = SyncReport()
     users: dict[int, str] = {}
     info = review.classes()
-    prepare_labels_dir(labels_dir, Path(review.config.classes_from))
     client = review.connect()
     project = review.project(client)
     tasks = ls.call(lambda: list(client.tasks.list(project=project, only_annotated=True,
@@ -165,7 +171,8 @@ def sync(review: Review, labels_dir: Path) -> SyncReport:
             continue
         try:
             annotator = _annotator(client, ann.get("completed_by"), users)
-            stem = write_label(labels_dir, task, ann, info, annotator)
+            stem = write_label(labels_dir, task, ann, info, annotator,
+                               Path(review.config.classes_from))
         except (InputError, KeyError) as e:
             report.skipped.append(f"task {task.get('id')}: {e}")
             continue
