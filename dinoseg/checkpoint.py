@@ -97,6 +97,9 @@ def load_checkpoint(ckpt_dir: str | Path) -> tuple[nn.Module, CheckpointConfig]:
 
     config = read_config(ckpt_dir)
     kwargs = {k: v for k, v in config.arch_kwargs.items() if k != "name"}
-    model = build_segmenter(config.arch, **kwargs)
+    try:
+        model = build_segmenter(config.arch, **kwargs)
+    except ValueError as e:  # an unknown arch, or an option this version no longer builds
+        raise InputError(f"{ckpt_dir}: {e}") from e
     model.load_state_dict(load_file(str(Path(ckpt_dir) / WEIGHTS)), strict=True)
     return model.eval(), config

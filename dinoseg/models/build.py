@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 from torch import nn
@@ -13,7 +14,13 @@ from dinoseg.models.decoder import MaskDecoder
 from dinoseg.models.fsdino import FSDINOSegmenter, SegmenterConfig
 from dinoseg.models.prompts import MetaPromptGenerator
 
-__all__ = ["SEGMENTER_REGISTRY", "build_fsdino", "build_segmenter", "count_parameters"]
+__all__ = [
+    "SEGMENTER_REGISTRY",
+    "SERVED_ARCH",
+    "build_fsdino",
+    "build_segmenter",
+    "count_parameters",
+]
 
 
 def build_fsdino(config: SegmenterConfig) -> FSDINOSegmenter:
@@ -55,23 +62,27 @@ def _build_prototype(**overrides: Any) -> nn.Module:
     return PrototypeBaseline(**overrides)
 
 
+# The served recipe (README results, `dinoseg train` / `distill` default): fsdino-s with the
+# prototype residual (without it: 4.8 mIoU on CamVid fold 0 novel classes, with it 38.9) and
+# 4D-convolution strides (4, 2, 2), which halve its CPU cost (docs/training-notes.md).
+_SERVED = MappingProxyType({"prototype_residual": True, "corr_strides": (4, 2, 2)})
+_TINY = MappingProxyType({
+    "backbone_dim": 32, "num_layers": 2, "embed_dim": 32, "adapter_blocks": 1,
+    "adapter_expansion": 2, "prompt_hidden_dim": 16, "corr_channels": (8, 8, 16),
+    "decoder_depth": 1, "decoder_heads": 2, "decoder_mlp_dim": 64,
+})  # fmt: skip
+#: The registry entry of the served model: the default of ``dinoseg train`` and ``distill``.
+SERVED_ARCH = "fsdino-s-residual"
+
 SEGMENTER_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    SERVED_ARCH: _fsdino_factory(name=SERVED_ARCH, backbone_dim=384, **_SERVED),
     "fsdino-s": _fsdino_factory(name="fsdino-s", backbone_dim=384),  # DINOv2 ViT-S/14
     "fsdino-b": _fsdino_factory(name="fsdino-b", backbone_dim=768),  # DINOv2 ViT-B/14
     "fsdino-l": _fsdino_factory(name="fsdino-l", backbone_dim=1024),  # DINOv2 ViT-L/14
     "fsdino-g": _fsdino_factory(name="fsdino-g", backbone_dim=1536),  # DINOv2 ViT-g/14
-    "fsdino-tiny": _fsdino_factory(  # tiny dims, for tests
-        name="fsdino-tiny",
-        backbone_dim=32,
-        num_layers=2,
-        embed_dim=32,
-        adapter_blocks=1,
-        adapter_expansion=2,
-        prompt_hidden_dim=16,
-        corr_channels=(8, 8, 16),
-        decoder_depth=1,
-        decoder_heads=2,
-        decoder_mlp_dim=64,
+    "fsdino-tiny": _fsdino_factory(name="fsdino-tiny", **_TINY),  # tiny dims, for tests
+    "fsdino-tiny-residual": _fsdino_factory(  # the served recipe at tiny dims, for tests
+        name="fsdino-tiny-residual", **_TINY, **_SERVED
     ),
     "prototype": _build_prototype,
 }

@@ -195,13 +195,6 @@ class MaskDecoder(nn.Module):
         )
         self.hypernet = MLP(embed_dim, embed_dim, embed_dim // 8, num_layers=3)
 
-    def zero_output(self) -> None:
-        """Zero the hypernetwork's last layer: every mask logit is 0 until it is trained."""
-        last = self.hypernet.layers[-1]
-        assert isinstance(last, nn.Linear)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-
     def forward(self, image_embed: Tensor, sparse: Tensor) -> Tensor:
         """image_embed (B, E, h, w), sparse (B, N, E) (N may be 0) -> logits (B, 1, 4h, 4w)."""
         b, c, h, w = image_embed.shape

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -29,6 +30,9 @@ from dinoseg.models.prototype import prototype_logits
 __all__ = ["FSDINOSegmenter", "SegmenterConfig", "downsample_masks"]
 
 _TUPLE_FIELDS = ("corr_channels", "corr_strides")
+# Options that lost their measurement and were removed (docs/training-notes.md): the commit that
+# had each. Old checkpoint configs carry them at False, which is the model without them.
+_REMOVED = MappingProxyType({"residual_zero_head": "bc47a30", "similarity_only": "ba2c05b"})
 
 
 @dataclass
@@ -54,16 +58,6 @@ class SegmenterConfig:
     # starting at 0 — the model starts as the training-free baseline and learns corrections.
     prototype_residual: bool = False
     prototype_temperature: float = 20.0
-    # How the residual starts at the baseline: False = the gate at 0 (the decoder's gradients
-    # are scaled by the gate, so it learns slowly: gate -0.02 after 300 PASCAL steps); True =
-    # the gate at 1 and the hypernetwork's last layer at 0 (ControlNet-style zero init: the
-    # first step already trains the decoder's output layer at full scale).
-    residual_zero_head: bool = False
-    # True: the decoder sees only support-query similarity (dense prompt + correlation), not
-    # the adapted query features nor prototype tokens (only the learned token embeddings) —
-    # class-agnostic inputs, HSNet's remedy for base-class over-fitting
-    # (docs/training-notes.md measures both).
-    similarity_only: bool = False
 
     def __post_init__(self) -> None:
         self.corr_channels = tuple(int(c) for c in self.corr_channels)
@@ -82,7 +76,16 @@ class SegmenterConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SegmenterConfig:
-        """Inverse of :meth:`to_dict`; raises ``ValueError`` on unknown keys."""
+        """Inverse of :meth:`to_dict`; raises ``ValueError`` on unknown keys and on a removed
+        option that is switched on (``False`` = the model without it, accepted and dropped)."""
+        for key, commit in _REMOVED.items():
+            if data.get(key):
+                raise ValueError(
+                    f"SegmenterConfig {key}=true was removed (it lost its "
+                    f"measurement; see docs/training-notes.md); commit {commit} "
+                    "still builds it"
+                )
+        data = {k: v for k, v in data.items() if k not in _REMOVED}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -119,9 +122,6 @@ class FSDINOSegmenter(nn.Module):
         self.correlation = correlation
         self.decoder = decoder
         self.gate = nn.Parameter(torch.zeros(())) if config.prototype_residual else None
-        if self.gate is not None and config.residual_zero_head:
-            self.gate.data.fill_(1.0)
-            decoder.zero_output()
 
     def _check_inputs(
         self, query_feats: list[Tensor], support_feats: list[Tensor], support_masks: Tensor
@@ -190,10 +190,7 @@ class FSDINOSegmenter(nn.Module):
         query, support = query_feats[layer], support_feats[layer]
         dense, sparse = self.prompts(query, support, masks)  # (B, E, h, w), (B, N, E)
         embed = dense + self.correlation_embedding(query_feats, support_feats, masks)
-        if self.config.similarity_only:
-            sparse = self.prompts.token_type.expand(sparse.shape[0], -1, -1)
-        else:
-            embed = embed + self.adapter(query)  # (B, E, h, w)
+        embed = embed + self.adapter(query)  # (B, E, h, w)
         logits: Tensor = self.decoder(embed, sparse)
         if self.gate is None:
             return logits

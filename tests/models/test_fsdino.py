@@ -12,6 +12,7 @@ from torch import Tensor
 
 from dinoseg.models import (
     SEGMENTER_REGISTRY,
+    SERVED_ARCH,
     FSDINOSegmenter,
     SegmenterConfig,
     build_segmenter,
@@ -165,9 +166,8 @@ def test_fsdino_s_parameter_count() -> None:
 
 
 def test_registry_and_unknown_name() -> None:
-    assert {"fsdino-s", "fsdino-b", "fsdino-l", "fsdino-g", "fsdino-tiny", "prototype"} <= set(
-        SEGMENTER_REGISTRY
-    )
+    assert {SERVED_ARCH, "fsdino-s", "fsdino-b", "fsdino-l", "fsdino-g", "fsdino-tiny",
+            "fsdino-tiny-residual", "prototype"} <= set(SEGMENTER_REGISTRY)
     with pytest.raises(ValueError, match="fsdino-s"):
         build_segmenter("no-such-model")
     with pytest.raises(ValueError, match="unknown SegmenterConfig keys"):
@@ -333,54 +333,30 @@ def test_prototype_residual_starts_as_the_baseline():
     assert model.gate is not None and model.gate.requires_grad
 
 
-def test_zero_head_residual_starts_as_the_baseline_and_trains_the_decoder_at_once():
-    """residual_zero_head: gate 1, decoder output 0 -> exactly the baseline at init, and one
-    optimiser step moves the output (the gate-at-0 start gives the decoder no gradient)."""
-    from dinoseg.models.prototype import PrototypeBaseline
-
+def test_served_entry_is_fsdino_s_with_the_residual_and_strides_4_2_2():
+    """The served recipe is a registry entry (the train/distill default): the same model, at
+    the same seed the same weights, as fsdino-s with the two overrides params.yaml used to
+    pass."""
     torch.manual_seed(0)
-    b, k, c, h, w = 2, 1, TINY_C, 5, 6
-    q = [torch.randn(b, c, h, w) for _ in range(TINY_L)]
-    s = [torch.randn(b, k, c, h, w) for _ in range(TINY_L)]
-    m = (torch.rand(b, k, h * PATCH, w * PATCH) > 0.5).float()
-    target = (torch.rand(b, 1, 4 * h, 4 * w) > 0.5).float()
-    moved = {}
-    for zero_head in (False, True):
-        model = build_segmenter("fsdino-tiny", prototype_residual=True,
-                                residual_zero_head=zero_head)
-        assert model.gate is not None and model.gate.item() == float(zero_head)
-        with torch.no_grad():
-            before = model(q, s, m)
-        base = PrototypeBaseline(embed_layer=-1)(q, s, m)
-        base = torch.nn.functional.interpolate(base, size=before.shape[-2:], mode="bilinear")
-        torch.testing.assert_close(before, base, atol=1e-5, rtol=0)
-        torch.nn.functional.binary_cross_entropy_with_logits(model(q, s, m), target).backward()
-        grads = [p.grad for n, p in model.named_parameters() if n.startswith("decoder.hypernet")]
-        moved[zero_head] = sum(float(g.abs().sum()) for g in grads if g is not None)
-    assert moved[False] == 0.0 and moved[True] > 0.0
-
-
-def test_similarity_only_output_depends_only_on_similarity():
-    """similarity_only=True: the decoder sees support-query similarity, not the features
-    themselves, so rotating every feature vector (query and support alike) by the same
-    orthogonal matrix leaves the output unchanged; with the embedding it changes."""
+    served = build_segmenter(SERVED_ARCH)
     torch.manual_seed(0)
-    b, k, c, h, w = 1, 1, TINY_C, 5, 6
-    q = [torch.randn(b, c, h, w) for _ in range(TINY_L)]
-    s = [torch.randn(b, k, c, h, w) for _ in range(TINY_L)]
-    m = (torch.rand(b, k, h * PATCH, w * PATCH) > 0.5).float()
-    rot, _ = torch.linalg.qr(torch.randn(c, c))
+    by_hand = build_segmenter("fsdino-s", prototype_residual=True, corr_strides=(4, 2, 2))
+    assert isinstance(served, FSDINOSegmenter) and served.config.name == SERVED_ARCH
+    assert served.gate is not None and served.config.corr_strides == (4, 2, 2)
+    assert served.config == SegmenterConfig.from_dict({**by_hand.config.to_dict(),
+                                                       "name": SERVED_ARCH})
+    a, b = served.state_dict(), by_hand.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    tiny = build_segmenter("fsdino-tiny-residual")
+    assert tiny.gate is not None and tiny.config.corr_strides == (4, 2, 2)
 
-    def rotate(x: Tensor) -> Tensor:
-        return torch.einsum("dc,...chw->...dhw", rot, x)
 
-    outputs = {}
-    for flag in (True, False):
-        torch.manual_seed(1)
-        model = build_segmenter("fsdino-tiny", similarity_only=flag).eval()
-        with torch.no_grad():
-            plain = model(q, s, m)
-            turned = model([rotate(x) for x in q], [rotate(x) for x in s], m)
-        outputs[flag] = (plain - turned).abs().max().item()
-    assert outputs[True] < 1e-4
-    assert outputs[False] > 1e-3
+def test_removed_options_in_old_configs_load_when_off_and_are_refused_when_on():
+    """Checkpoints written before residual_zero_head / similarity_only were removed carry
+    both at False: that config still builds; switched on, a clear error names the commit."""
+    old = {**build_segmenter("fsdino-tiny").config.to_dict(), "residual_zero_head": False,
+           "similarity_only": False}
+    assert SegmenterConfig.from_dict(old) == build_segmenter("fsdino-tiny").config
+    for key, commit in (("residual_zero_head", "bc47a30"), ("similarity_only", "ba2c05b")):
+        with pytest.raises(ValueError, match=f"{key}=true was removed.*{commit}"):
+            SegmenterConfig.from_dict({**old, key: True})
