@@ -1,9 +1,10 @@
 """The whole ``dvc repro`` pipeline on a temporary copy with a smoke configuration.
 
 The copy holds this repository's dvc.yaml, params.yaml (with the smoke overrides below),
-mlops/ and DVC config; data is a tiny synthetic dataset, the backbone a tiny random DINOv2 and
-the teacher ``tiny-random``. MLflow writes to a sqlite store in the temporary folder. The tests
-run in order on one project: a first repro, a repro that does nothing, new labels, a worse
+mlops/, dinoseg/ (stage deps) and DVC config; data is a tiny synthetic dataset, the backbone a
+tiny random DINOv2 and the teacher ``tiny-random``. MLflow writes to a sqlite store in the
+temporary folder. The tests run in order on one project: a first repro, a repro that does
+nothing, a code change (marks only the stages that run it), new labels, a worse
 model (``dvc exp run -S train.lr=0``) and the champion served through ``models:/``.
 """
 
@@ -92,7 +93,9 @@ def project(tmp_path_factory) -> Project:
     root = tmp / "project"
     root.mkdir()
     shutil.copy(REPO / "dvc.yaml", root)
-    shutil.copytree(REPO / "mlops", root / "mlops", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("mlops", "dinoseg"):  # the code the stages run is part of their deps
+        shutil.copytree(REPO / package, root / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     (root / "params.yaml").write_text(yaml.safe_dump(smoke_params(tmp / "base", tmp / "bb")))
     (root / "data/labels").mkdir(parents=True)
     (root / "data/labels/.gitkeep").touch()
@@ -153,6 +156,21 @@ def test_stages_share_a_pipeline_run_in_mlflow(project):
 def test_second_repro_runs_nothing(project):
     out = project.dvc("repro")
     assert ran(out) == [] and "Data and pipelines are up to date" in out
+
+
+def test_code_changes_mark_the_stages_that_run_them(project):
+    report = project.root / "dinoseg/eval/report.py"
+    text = report.read_text()
+    (report.parent / "__pycache__").mkdir()
+    (report.parent / "__pycache__/report.cpython-312.pyc").write_bytes(b"compiled")
+    assert "up to date" in project.dvc("status")  # compiled files are no change of code
+    report.write_text(text + "# changed\n")
+    try:
+        changed = re.findall(r"^(\w+):", project.dvc("status"), re.MULTILINE)
+    finally:
+        report.write_text(text)
+    assert changed == ["evaluate", "register"]
+    assert "up to date" in project.dvc("status")
 
 
 def test_new_labels_rerun_from_prepare(project):
