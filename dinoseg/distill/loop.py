@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinoseg.backbone import DEFAULT_BACKBONE, DEFAULT_LAYERS
+from dinoseg.models import SERVED_ARCH
 from dinoseg.train.bank import BankItem, FeatureBank
 
 
@@ -34,7 +35,7 @@ class DistillConfig:
     teacher: str = "litemedsam"
     teacher_checkpoint: str = ""
     teacher_options: dict[str, Any] = field(default_factory=dict)  # e.g. tiny-random's embed_dim
-    arch: str = "fsdino-s"
+    arch: str = SERVED_ARCH  # a SEGMENTER_REGISTRY entry; only its adapter is trained
     backbone: str = DEFAULT_BACKBONE
     layers: tuple[int, ...] = DEFAULT_LAYERS
     sizes: tuple[int, ...] = (224, 280, 336)  # DINOv2 input long side, coarse to fine
@@ -51,7 +52,6 @@ class DistillConfig:
     feature_cache: str = ""
     teacher_cache: str = ""
     smoke: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def smoke_overrides(self) -> DistillConfig:
         from dataclasses import replace

@@ -78,7 +78,7 @@ def run_distillation(cfg: DistillConfig, out_dir: str | Path) -> Path:
     teacher_seconds = time.perf_counter() - start
     backbone = load_backbone(cfg.backbone, layers=cfg.layers)
     model = build_segmenter(cfg.arch, backbone_dim=backbone.embed_dim,
-                            num_layers=len(cfg.layers), **cfg.extra)
+                            num_layers=len(cfg.layers))
     embed_layer = int(getattr(getattr(model, "config", None), "embed_layer", -1))
     adapter: torch.nn.Module = model.adapter  # type: ignore[assignment]
     fcache = FeatureCache(max_bytes=0, disk_dir=cfg.feature_cache or None)
@@ -92,7 +92,7 @@ def run_distillation(cfg: DistillConfig, out_dir: str | Path) -> Path:
     val_bank = FeatureBank(val_ds, backbone, image_size=cfg.sizes[-1], cache=fcache,
                            limit=cfg.max_val_images)
     fresh: torch.nn.Module = copy.deepcopy(build_segmenter(  # type: ignore[assignment]
-        cfg.arch, backbone_dim=backbone.embed_dim, num_layers=len(cfg.layers), **cfg.extra
+        cfg.arch, backbone_dim=backbone.embed_dim, num_layers=len(cfg.layers)
     ).adapter)
     distilled = embedding_agreement(adapter, val_bank, val_targets, teacher.image_size,
                                     embed_layer)

@@ -3,12 +3,14 @@
 A cached :class:`~dinoseg.train.bank.FeatureBank` shows the segmenter the same feature map of
 an image every time it is drawn, and with a small dataset it fits those maps (PASCAL subset:
 +8 mIoU over the prototype on its training images, +1 on new images; docs/training-notes.md).
-Interpolating cached features is no substitute (``crop_scale``: a different distribution from
-the encoder's). :class:`PixelAugmenter` instead re-encodes each drawn image after a random
-colour jitter, crop and rescale — what the encoder would see of a new photo of the scene —
-at the cost of a backbone forward per view (~0.15 s at 336 px on one CPU thread).
+Interpolating cached features was no substitute (feature-grid crops, removed: −10 mIoU, a
+different distribution from the encoder's). :class:`PixelAugmenter` instead re-encodes each
+drawn image after a random colour jitter, crop and rescale — what the encoder would see of a new
+photo of the scene — at the cost of a backbone forward per view (~0.15 s at 336 px on one CPU
+thread).
 
-Every random choice comes from the generator passed in, which the episode sampler seeds
+It is a view source of :class:`~dinoseg.train.episodes.TrainEpisodes` in place of the bank it
+wraps. Every random choice comes from the generator passed in, which the episode sampler seeds
 from ``(seed, step)``: a resumed run sees the same views as an uninterrupted one.
 """
 
@@ -54,25 +56,27 @@ def random_crop(labels: np.ndarray, class_id: int, rng: np.random.Generator, min
 
 
 class PixelAugmenter:
-    """Random views of bank images, encoded by the frozen backbone.
+    """Random views of a bank's images, encoded by the frozen backbone.
 
     Args:
+        bank: the training bank (its dataset gives the pixels, its image size the scale).
         backbone: the frozen encoder (the bank's).
         strength: s in (0, 1): colour factors in [1-s, 1+s], encoder long side scaled by a
             factor in [1-s/2, 1+s/2], crops keeping at least 1-s of each side.
         min_area: the episode class must keep this fraction of the crop.
     """
 
-    def __init__(self, backbone: DinoBackbone, strength: float, min_area: float = 0.005):
+    def __init__(self, bank: FeatureBank, backbone: DinoBackbone, strength: float,
+                 min_area: float = 0.005):
         if not 0.0 < strength < 1.0:
             raise ValueError(f"augmentation strength must be in (0, 1), got {strength}")
-        self.backbone, self.strength, self.min_area = backbone, strength, min_area
+        self.bank, self.backbone, self.strength, self.min_area = bank, backbone, strength, min_area
 
     @torch.inference_mode()
-    def view(self, bank: FeatureBank, index: int, class_id: int,
-             rng: np.random.Generator) -> BankItem:
+    def view(self, index: int, class_id: int, rng: np.random.Generator) -> BankItem:
         """A fresh augmented :class:`BankItem` of ``bank.items[index]`` that shows
         ``class_id`` (features float16, labels on the new grid)."""
+        bank = self.bank
         image, labels = bank.dataset.load(index)
         s = self.strength
         rows, cols = random_crop(labels, class_id, rng, 1.0 - s,

@@ -121,6 +121,12 @@ class FeatureBank:
     def __len__(self) -> int:
         return len(self.items)
 
+    def view(self, index: int, class_id: int, rng: np.random.Generator) -> BankItem:
+        """The view of image ``index`` an episode of ``class_id`` trains on: its cached item
+        (the default view source of :class:`~dinoseg.train.episodes.TrainEpisodes`; ``class_id``
+        and ``rng`` are for sources that draw a new view, :mod:`dinoseg.train.augment`)."""
+        return self.items[index]
+
     def images_with_class(self, class_id: int, min_area: float) -> list[int]:
         """Indices of the images where ``class_id`` covers at least ``min_area`` of the image."""
         out = []

@@ -7,7 +7,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dinoseg.backbone import DEFAULT_BACKBONE, DEFAULT_LAYERS
+from dinoseg.models import SERVED_ARCH
 from dinoseg.train.episodes import TrainEpisodes
 from dinoseg.train.losses import bce_dice_loss
 from dinoseg.train.validate import BankValidator
@@ -32,7 +33,7 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     fold: int = 0
-    arch: str = "fsdino-s"
+    arch: str = SERVED_ARCH  # a dinoseg.models.SEGMENTER_REGISTRY entry
     backbone: str = DEFAULT_BACKBONE
     layers: tuple[int, ...] = DEFAULT_LAYERS
     image_size: int = 448
@@ -45,22 +46,15 @@ class TrainConfig:
     warmup_steps: int = 100
     dice_weight: float = 1.0
     min_area: float = 0.005
-    sampling: str = "class"  # episodes: a class uniformly, or "image": a query image uniformly
-    augment: float = 0.0  # > 0: online pixel augmentation of this strength (dinoseg.train.augment)
-    crop_scale: float = 1.0  # < 1: random feature-grid crops (side fraction >= this), resized back
+    # The view source of the episodes: 0 = the cached bank; in (0, 1) = fresh encoder views of
+    # pixel-augmented images of this strength (dinoseg.train.augment; ~4x slower per step)
+    augment: float = 0.0
     val_episodes: int = 300
     seed: int = 0
     threads: int = 2
-    mix_data: str = ""  # a second folder dataset whose classes join the base classes
-    mix_split: str = "train"
-    mix_exclude: tuple[str, ...] = ()  # class names of mix_data never used (e.g. person)
-    # Training images that show a novel class: "background" keeps them with those pixels as
-    # background (HSNet); "drop" leaves them out, so a novel object is never a negative.
-    novel_images: str = "background"
     init: str = ""  # a distilled checkpoint directory whose adapter weights start the run
     feature_cache: str = ""  # directory for cached backbone features ("" = memory only)
     smoke: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)  # arch overrides
 
     def smoke_overrides(self) -> TrainConfig:
         """A schedule that finishes in well under a minute (tests, CI)."""

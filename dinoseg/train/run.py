@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dinoseg.backbone import load_backbone
+from dinoseg.backbone import DinoBackbone, load_backbone
 from dinoseg.checkpoint import CheckpointConfig, arch_config, save_checkpoint
 from dinoseg.config import save_resolved
 from dinoseg.data import FolderDataset
@@ -19,14 +19,11 @@ from dinoseg.io import InputError
 from dinoseg.models import build_segmenter, count_parameters
 from dinoseg.train.augment import PixelAugmenter
 from dinoseg.train.bank import FeatureBank
-from dinoseg.train.episodes import TrainEpisodes
+from dinoseg.train.episodes import TrainEpisodes, ViewSource
 from dinoseg.train.loop import TrainConfig, train_steps
 from dinoseg.train.validate import BankValidator
 
 log = logging.getLogger(__name__)
-
-# TrainConfig.novel_images: what training does with an image that shows a novel class
-NOVEL_IMAGES = ("background", "drop")
 
 
 def init_from(model: nn.Module, ckpt_dir: str, prefix: str = "adapter.") -> int:
@@ -47,18 +44,12 @@ def init_from(model: nn.Module, ckpt_dir: str, prefix: str = "adapter.") -> int:
     return len(wanted)
 
 
-def _mix_sources(cfg: TrainConfig, backbone: Any, cache: FeatureCache
-                 ) -> list[tuple[FeatureBank, list[int]]]:
-    """The optional second dataset of mixed-data training, minus ``mix_exclude`` classes."""
-    if not cfg.mix_data:
-        return []
-    ds = FolderDataset(cfg.mix_data, cfg.mix_split)
-    exclude = {n for n in cfg.mix_exclude if n}
-    unknown = exclude - set(ds.class_names.values())
-    if unknown:
-        raise InputError(f"mix_exclude: {sorted(unknown)} are not classes of {cfg.mix_data}")
-    classes = [c for c in ds.class_ids if ds.class_names[c] not in exclude]
-    return [(FeatureBank(ds, backbone, image_size=cfg.image_size, cache=cache), classes)]
+def view_source(cfg: TrainConfig, bank: FeatureBank, backbone: DinoBackbone) -> ViewSource:
+    """What the episodes see of the training images: ``bank``'s cached features, or fresh
+    encoder views of pixel-augmented images when ``cfg.augment`` > 0."""
+    if not cfg.augment:
+        return bank
+    return PixelAugmenter(bank, backbone, cfg.augment, cfg.min_area)
 
 
 def _teacher_line(init: str) -> str:
@@ -82,6 +73,8 @@ def model_card(cfg: TrainConfig, fold: Any, names: dict[int, str], result: dict[
                n_params: int) -> str:
     base = ", ".join(names[c] for c in fold.base)
     novel = ", ".join(names[c] for c in fold.novel)
+    views = (f"fresh encoder features of pixel-augmented images (augment {cfg.augment})"
+             if cfg.augment else "cached encoder features")
     return (
         f"# dinoseg segmenter `{cfg.arch}` — {Path(cfg.data).name} fold {cfg.fold}\n\n"
         f"- Backbone: `{cfg.backbone}` (frozen), layers {list(cfg.layers)}, "
@@ -89,9 +82,8 @@ def model_card(cfg: TrainConfig, fold: Any, names: dict[int, str], result: dict[
         f"- Trainable parameters: {n_params:,}\n"
         f"- Data: {cfg.data} (train: {cfg.train_split}, validation: {cfg.val_split})\n"
         f"- Trained on base classes: {base}\n- Held out (novel) classes: {novel}; training "
-        f"images showing one: "
-        f"{'not used' if cfg.novel_images == 'drop' else 'used, novel pixels as background'}\n"
-        f"- Mixed with: {cfg.mix_data or 'nothing'} (excluded: {list(cfg.mix_exclude)})\n"
+        "images showing one: used, novel pixels as background\n"
+        f"- Training views: {views}\n"
         f"- Schedule: {cfg.steps} steps x {cfg.batch_size} episodes, {cfg.shots}-shot, AdamW "
         f"lr {cfg.lr}, cosine, seed {cfg.seed}\n"
         f"- Adapter initialised from: {cfg.init or 'scratch (no distillation)'}\n"
@@ -111,10 +103,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *,
 
     from dinoseg.data.folds import dataset_fold
 
-    if cfg.novel_images not in NOVEL_IMAGES:
-        raise InputError(f"novel_images must be one of {', '.join(NOVEL_IMAGES)}, "
-                         f"got {cfg.novel_images!r}")
-    if not 0.0 <= cfg.augment < 1.0:
+    if not 0.0 <= cfg.augment < 1.0:  # checked before the feature banks are built
         raise InputError(f"augment must be in [0, 1) (0 = off), got {cfg.augment}")
     if cfg.smoke:
         cfg = cfg.smoke_overrides()
@@ -131,18 +120,11 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *,
     banks = [FeatureBank(ds, backbone, image_size=cfg.image_size, cache=cache)
              for ds in (train_ds, val_ds)]
     model = build_segmenter(cfg.arch, backbone_dim=backbone.embed_dim,
-                            num_layers=len(cfg.layers), **cfg.extra)
+                            num_layers=len(cfg.layers))
     if cfg.init:
         log.info("adapter: %d tensors from %s", init_from(model, cfg.init), cfg.init)
     episodes = TrainEpisodes(banks[0], fold.base, shots=cfg.shots, min_area=cfg.min_area,
-                             seed=cfg.seed, extra=_mix_sources(cfg, backbone, cache),
-                             crop_scale=cfg.crop_scale, sampling=cfg.sampling,
-                             augmenter=PixelAugmenter(backbone, cfg.augment, cfg.min_area)
-                             if cfg.augment > 0 else None,
-                             drop_classes=fold.novel if cfg.novel_images == "drop" else ())
-    if episodes.dropped_images:
-        log.info("novel_images=drop: %d of %d training images show a novel class and are "
-                 "not used", episodes.dropped_images, len(banks[0].items))
+                             seed=cfg.seed, views=view_source(cfg, banks[0], backbone))
     validator = BankValidator(banks[1], fold.novel, shots=cfg.shots, episodes=cfg.val_episodes,
                               seed=cfg.seed, min_area=cfg.min_area)
     result = train_steps(model, episodes, validator, cfg, work, on_epoch=on_epoch)

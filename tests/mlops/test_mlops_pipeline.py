@@ -37,13 +37,13 @@ def smoke_params(base: Path, backbone: Path) -> dict:
     """The repository's params.yaml with a schedule of seconds on tiny data and models."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["prepare"].update(base=str(base), val_episodes=12)
-    common = {"backbone": str(backbone), "layers": [1, 2], "arch": "fsdino-tiny", "threads": 1}
+    common = {"backbone": str(backbone), "layers": [1, 2], "arch": "fsdino-tiny-residual",
+              "threads": 1}  # the served recipe at tiny dims
     params["distill"].update(copy.deepcopy(common), teacher="tiny-random",
                              teacher_options={"embed_dim": 32}, sizes=[56, 70], steps_per_size=3,
-                             batch_size=2, max_images=6, max_val_images=3, extra={})
+                             batch_size=2, max_images=6, max_val_images=3)
     params["train"].update(copy.deepcopy(common), image_size=70, steps=40, epoch_steps=10,
-                           batch_size=4, val_episodes=6, warmup_steps=1, min_area=0.01, lr=0.01,
-                           extra={"prototype_residual": True})
+                           batch_size=4, val_episodes=6, warmup_steps=1, min_area=0.01, lr=0.01)
     params["evaluate"].update(examples=1)
     params["register"].update(tolerance=5.0)  # 12 episodes: figures move by several points
     return params
@@ -205,8 +205,7 @@ def test_new_labels_rerun_from_prepare(project):
 def test_worse_model_is_refused(project):
     champion = project.alias("champion")
     # an untrained decoder without the prototype prior: deliberately worse
-    out = project.dvc("exp", "run", "-S", "train.lr=0",
-                      "-S", "train.extra.prototype_residual=false")
+    out = project.dvc("exp", "run", "-S", "train.lr=0", "-S", "train.arch=fsdino-tiny")
     assert ran(out) == ["train", "evaluate", "register"]
     record = project.metrics("register")
     assert record["version"] == 3 and not record["promoted"]

@@ -54,10 +54,10 @@ def test_random_crop_keeps_the_class_or_falls_back_to_the_whole_image():
 
 def test_views_are_fresh_encoder_features_of_the_class_and_reproducible(parts):
     _, backbone, bank, _ = parts
-    aug = PixelAugmenter(backbone, 0.4, min_area=0.01)
-    a = aug.view(bank, 0, 2, np.random.default_rng(5))
-    b = aug.view(bank, 0, 2, np.random.default_rng(5))
-    c = aug.view(bank, 0, 2, np.random.default_rng(6))
+    aug = PixelAugmenter(bank, backbone, 0.4, min_area=0.01)
+    a = aug.view(0, 2, np.random.default_rng(5))
+    b = aug.view(0, 2, np.random.default_rng(5))
+    c = aug.view(0, 2, np.random.default_rng(6))
     gh, gw = a.grid
     assert len(a.feats) == 2 and a.feats[0].dtype == torch.float16
     assert a.labels.shape == (4 * gh, 4 * gw) and a.counts.get(2, 0) > 0
@@ -65,19 +65,19 @@ def test_views_are_fresh_encoder_features_of_the_class_and_reproducible(parts):
     assert a.grid != c.grid or not torch.equal(a.feats[0], c.feats[0])
     assert not torch.equal(a.feats[0], bank.items[0].feats[0]) or a.grid != bank.items[0].grid
     with pytest.raises(ValueError, match="strength"):
-        PixelAugmenter(backbone, 1.0)
+        PixelAugmenter(bank, backbone, 1.0)
 
 
 def test_augmented_episodes_keep_the_episodes_and_reproduce_per_step(parts):
     from dinoseg.train.episodes import TrainEpisodes
 
     _, backbone, bank, _ = parts
-    aug = PixelAugmenter(backbone, 0.3, min_area=0.01)
+    aug = PixelAugmenter(bank, backbone, 0.3, min_area=0.01)
     plain = TrainEpisodes(bank, [0, 1, 2, 3], min_area=0.01)
-    fresh = TrainEpisodes(bank, [0, 1, 2, 3], min_area=0.01, augmenter=aug)
+    fresh = TrainEpisodes(bank, [0, 1, 2, 3], min_area=0.01, views=aug)
     a, b = plain.sample(4, 3), fresh.sample(4, 3)
     assert sorted(c for x in a for c in x.class_ids) == sorted(c for x in b for c in x.class_ids)
-    again = TrainEpisodes(bank, [0, 1, 2, 3], min_area=0.01, augmenter=aug).sample(4, 3)
+    again = TrainEpisodes(bank, [0, 1, 2, 3], min_area=0.01, views=aug).sample(4, 3)
     for x, y in zip(b, again, strict=True):  # a resumed run sees the same views
         assert torch.equal(x.target, y.target)
         assert torch.equal(x.query_feats[0], y.query_feats[0])
@@ -89,5 +89,6 @@ def test_training_with_augmentation_runs_and_bad_strength_is_refused(parts):
     tmp, _, _, cfg = parts
     out = run_training(replace(cfg, augment=0.3), tmp / "ckpt")
     assert (out / "model.safetensors").exists()
+    assert "pixel-augmented images (augment 0.3)" in (out / "MODEL_CARD.md").read_text()
     with pytest.raises(InputError, match=r"augment must be in \[0, 1\)"):
         run_training(replace(cfg, augment=1.5), tmp / "bad")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -114,152 +116,92 @@ def test_layered_config():
         resolve(TrainConfig, {"steps": "many"})
 
 
+@dataclass
+class _Listed:
+    names: tuple[str, ...] = ()
+    sizes: tuple[int, ...] = (1,)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
 def test_command_line_lists_and_mappings_in_yaml_syntax():
-    over = parse_overrides(["mix_exclude=[person, car]", "layers=[8, 10]",
-                            "extra={prototype_residual: true, corr_strides: [4, 2, 2]}"])
-    cfg = resolve(TrainConfig, over)
-    assert cfg.mix_exclude == ("person", "car") and cfg.layers == (8, 10)
-    assert cfg.extra == {"prototype_residual": True, "corr_strides": [4, 2, 2]}
-    assert resolve(TrainConfig, {"mix_exclude": "person"}).mix_exclude == ("person",)
-    for bad in ({"extra": "[1, 2]"}, {"extra": "{a: [1"}, {"layers": "[8, ten]"}):
+    over = parse_overrides(["names=[person, car]", "sizes=[8, 10]", "options={a: true, b: [4, 2]}"])
+    cfg = resolve(_Listed, over)
+    assert cfg.names == ("person", "car") and cfg.sizes == (8, 10)
+    assert cfg.options == {"a": True, "b": [4, 2]}
+    assert resolve(_Listed, {"names": "person"}).names == ("person",)
+    for bad in ({"options": "[1, 2]"}, {"options": "{a: [1"}, {"sizes": "[8, ten]"}):
         with pytest.raises(InputError, match="expected"):
-            resolve(TrainConfig, bad)
+            resolve(_Listed, bad)
 
 
-def test_mixed_data_episodes_draw_from_both_sources(setup):
+def test_params_yaml_trains_the_served_registry_entry_without_overrides():
+    """The served recipe is the code default (a registry entry), so params.yaml needs no
+    architecture overrides; the removed experiment keys are unknown, not silently ignored."""
+    from dinoseg.config import load_params
+    from dinoseg.distill.loop import DistillConfig
+    from dinoseg.models import SEGMENTER_REGISTRY, SERVED_ARCH
+
+    params = Path(__file__).resolve().parents[2] / "params.yaml"
+    train = resolve(TrainConfig, load_params(params, "train"))
+    distill = resolve(DistillConfig, load_params(params, "distill"))
+    assert train.arch == distill.arch == SERVED_ARCH == TrainConfig().arch
+    assert SERVED_ARCH in SEGMENTER_REGISTRY
+    for removed in ("extra", "crop_scale", "sampling", "novel_images", "mix_data"):
+        with pytest.raises(InputError, match=f"unknown config key '{removed}'"):
+            resolve(TrainConfig, {removed: "1"})
+
+
+def test_checkpoints_written_before_the_removed_options_still_load(tmp_path):
+    """An old config.json: arch ``fsdino-tiny`` with the served overrides in ``arch_kwargs``
+    and the removed options at False loads; one with an option on is a clear InputError."""
+    from dinoseg.checkpoint import CheckpointConfig, arch_config, load_checkpoint, save_checkpoint
+    from dinoseg.models import build_segmenter
+
+    model = build_segmenter("fsdino-tiny", prototype_residual=True, corr_strides=(4, 2, 2))
+    kwargs = {**arch_config(model), "residual_zero_head": False, "similarity_only": False}
+    ck = CheckpointConfig(arch="fsdino-tiny", backbone="tiny", layers=[1, 2], image_size=70,
+                          arch_kwargs=kwargs)
+    loaded, config = load_checkpoint(save_checkpoint(tmp_path / "old", model, ck))
+    assert config.arch == "fsdino-tiny" and loaded.config == model.config
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+    ck.arch_kwargs = {**kwargs, "residual_zero_head": True}
+    with pytest.raises(InputError, match="on: SegmenterConfig residual_zero_head=true was removed"):
+        load_checkpoint(save_checkpoint(tmp_path / "on", model, ck))
+
+
+def test_episodes_draw_every_view_from_the_injected_source(setup):
+    """The default source is the bank's cached features; an injected source serves every
+    drawn image (query and supports, with the episode class) and the episodes are the same."""
     from dinoseg.backbone import load_backbone
     from dinoseg.data import FolderDataset
     from dinoseg.train.bank import FeatureBank
     from dinoseg.train.episodes import TrainEpisodes
-
-    _, cfg = setup
-    bb = load_backbone(cfg.backbone, layers=cfg.layers)
-    ds = FolderDataset(cfg.data, "train")
-    a = FeatureBank(ds, bb, image_size=70, progress=False, limit=5)
-    b = FeatureBank(ds, bb, image_size=56, progress=False)
-    eps = TrainEpisodes(a, [0, 1], extra=[(b, [2, 3])], min_area=0.01)
-    assert eps.classes == [(0, 0), (0, 1), (1, 2), (1, 3)]
-    seen = {c for step in range(20) for batch in eps.sample(step, 4) for c in batch.class_ids}
-    assert seen == {0, 1, 2, 3}
-    for batch in eps.sample(0, 6):  # groups never mix feature grids
-        grid = batch.query_feats[0].shape[-2:]
-        assert batch.target.shape[-2:] == (grid[0] * 4, grid[1] * 4)
-
-
-def test_novel_images_drop_leaves_out_every_image_showing_a_dropped_class(setup):
-    from dinoseg.backbone import load_backbone
-    from dinoseg.data import FolderDataset
-    from dinoseg.train.bank import FeatureBank
-    from dinoseg.train.episodes import TrainEpisodes
-
-    tmp, cfg = setup
-    data = tmp / "some-show-3"
-    write_synthetic_dataset(data)
-    for mask in sorted((data / "train/masks").glob("*.png"))[::2]:  # class 3 in half the images
-        lab = np.asarray(Image.open(mask)).copy()
-        lab[lab == 3] = 255
-        Image.fromarray(lab).save(mask)
-    bb = load_backbone(cfg.backbone, layers=cfg.layers)
-    bank = FeatureBank(FolderDataset(data, "train"), bb, image_size=56, progress=False)
-    keep = TrainEpisodes(bank, [0, 1, 2], min_area=0.0)
-    showing_3 = set(bank.images_with_class(3, 0.0))
-    assert len(showing_3) == 5 and keep.dropped_images == 0
-    assert any(set(pool) & showing_3 for pool in keep.pools.values())
-    drop = TrainEpisodes(bank, [0, 1, 2], min_area=0.0, drop_classes=[3])
-    assert drop.dropped_images == len(showing_3)
-    for key, pool in drop.pools.items():
-        assert not set(pool) & showing_3
-        assert set(pool) == set(keep.pools[key]) - showing_3
-    for step in range(5):  # no sampled query or support shows class 3
-        for batch in drop.sample(step, 4):
-            assert batch.valid.sum() > 0 and all(c != 3 for c in batch.class_ids)
-
-
-def test_crop_augmentation_keeps_grids_and_aligns_features_with_labels(setup):
-    """crop_scale < 1: every view keeps its grid, a crop of the whole grid is the identity,
-    the cropped labels are the matching window of the original, and crop-free runs draw the
-    same batches as before the option existed (the rng is not touched)."""
-    import numpy as np
-
-    from dinoseg.backbone import load_backbone
-    from dinoseg.data import FolderDataset
-    from dinoseg.train.bank import FeatureBank
-    from dinoseg.train.episodes import TrainEpisodes, _view
 
     _, cfg = setup
     bb = load_backbone(cfg.backbone, layers=cfg.layers)
     bank = FeatureBank(FolderDataset(cfg.data, "train"), bb, image_size=70, progress=False)
-    item = bank.items[0]
-    whole_f, whole_l = _view(item, False, box=np.array([1.0, 1.0, 0.3, 0.7]))
-    torch.testing.assert_close(whole_f[0], item.feats[0].float())
-    assert torch.equal(whole_l, item.labels.long())
-    gh, gw = item.grid
-    r = item.labels.shape[0] // gh
-    half_f, half_l = _view(item, False, box=np.array([0.5, 0.5, 1.0, 0.0]))
-    assert half_f[0].shape == item.feats[0].shape and half_l.shape == item.labels.shape
-    ch, cw = round(gh * 0.5), round(gw * 0.5)
-    window = item.labels[(gh - ch) * r :, : cw * r].long()
-    resized = torch.nn.functional.interpolate(window[None, None].float(), size=half_l.shape,
-                                              mode="nearest")[0, 0].long()
-    assert torch.equal(half_l, resized)
-    with pytest.raises(InputError, match="crop_scale"):
-        TrainEpisodes(bank, [0, 1], crop_scale=0.0)
-    plain, crops = TrainEpisodes(bank, [0, 1, 2, 3]), TrainEpisodes(bank, [0, 1, 2, 3],
-                                                                    crop_scale=0.5)
-    a, b = plain.sample(3, 4), crops.sample(3, 4)
-    assert [x.class_ids for x in a] == [x.class_ids for x in b]  # same episodes drawn
-    assert all(x.target.shape == y.target.shape for x, y in zip(a, b, strict=True))
-    assert any(not torch.equal(x.target, y.target) for x, y in zip(a, b, strict=True))
-    again = TrainEpisodes(bank, [0, 1, 2, 3]).sample(3, 4)
-    assert all(torch.equal(x.target, y.target) for x, y in zip(a, again, strict=True))
 
+    class Recording:
+        def __init__(self) -> None:
+            self.calls: list[tuple[int, int]] = []
 
-def test_image_sampling_draws_queries_uniformly_over_images(setup):
-    """sampling="image": the query is drawn over images, so an image that shows a rare class
-    is not the query of every rare-class episode; class sampling draws classes uniformly."""
-    from collections import Counter
+        def view(self, index, class_id, rng):
+            self.calls.append((index, class_id))
+            return bank.items[index]
 
-    from dinoseg.backbone import load_backbone
-    from dinoseg.data import FolderDataset
-    from dinoseg.train.bank import FeatureBank
-    from dinoseg.train.episodes import TrainEpisodes
-
-    tmp, cfg = setup
-    data = tmp / "rare-3"
-    write_synthetic_dataset(data, n_train=12)
-    for mask in sorted((data / "train/masks").glob("*.png"))[3:]:  # class 3 in 3 images only
-        lab = np.asarray(Image.open(mask)).copy()
-        lab[lab == 3] = 255
-        Image.fromarray(lab).save(mask)
-    bb = load_backbone(cfg.backbone, layers=cfg.layers)
-    bank = FeatureBank(FolderDataset(data, "train"), bb, image_size=56, progress=False)
-    counts = {}
-    for sampling in ("class", "image"):
-        eps = TrainEpisodes(bank, [0, 1, 2, 3], min_area=0.01, sampling=sampling)
-        batches = [b for step in range(150) for b in eps.sample(step, 4)]
-        counts[sampling] = Counter(c for b in batches for c in b.class_ids)
-        for b in batches:  # the query shows the episode class; supports too
-            assert (b.target.flatten(1).sum(1) > 0).all()
-            assert (b.support_masks.flatten(2).sum(2) > 0).all()
-    n = 600
-    assert abs(counts["class"][3] - n / 4) < 0.06 * n  # classes uniform
-    # images uniform: 3 of 12 images show class 3, each picks it with p 1/4 -> ~1/16
-    assert abs(counts["image"][3] - n / 16) < 0.04 * n
-    with pytest.raises(InputError, match="sampling must be one of class, image"):
-        TrainEpisodes(bank, [0, 1], sampling="pixel")
-
-
-def test_novel_images_must_be_a_known_choice(setup):
-    tmp, cfg = setup
-    with pytest.raises(InputError, match="novel_images must be one of background, drop"):
-        run_training(replace(cfg, novel_images="ignore"), tmp / "x")
-
-
-def test_mix_exclude_must_name_real_classes(setup):
-    tmp, cfg = setup
-    bad = replace(cfg, mix_data=cfg.data, mix_exclude=("unicorn",))
-    with pytest.raises(InputError, match="unicorn"):
-        run_training(bad, tmp / "x")
+    views = Recording()
+    plain = TrainEpisodes(bank, [0, 1, 2, 3], min_area=0.01).sample(3, 4)
+    served = TrainEpisodes(bank, [0, 1, 2, 3], min_area=0.01, views=views).sample(3, 4)
+    assert len(views.calls) == 4 * 2  # 4 episodes x (query + 1 support)
+    assert all(bank.items[i].counts.get(c, 0) > 0 for i, c in views.calls)
+    assert sorted(c for b in served for c in b.class_ids) == sorted(c for _, c in views.calls[::2])
+    for a, b in zip(plain, served, strict=True):
+        assert a.class_ids == b.class_ids and torch.equal(a.target, b.target)
+        assert torch.equal(a.query_feats[0], b.query_feats[0])
+    cached = [bank.items[i].feats[0].float() for i, _ in views.calls[::2]]
+    for q in (q for b in served for q in b.query_feats[0]):
+        assert any(torch.equal(q, f) or torch.equal(q, f.flip(-1)) for f in cached)
 
 
 def test_cli_config_layers_params_flags_and_overrides(tmp_path):
