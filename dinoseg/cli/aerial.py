@@ -55,8 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dinoseg.aerial.categories import DEFAULT_CLASS_NAMES, read_class_names
     from dinoseg.aerial.build import check_method
+    from dinoseg.aerial.categories import DEFAULT_CLASS_NAMES, read_class_names
     from dinoseg.aerial.config import AerialConfig
     from dinoseg.aerial.pipeline import load_supports, run_aerial
     from dinoseg.aerial.reader import open_large_image
