@@ -1,7 +1,7 @@
-"""Celery workers and the Label Studio review loop: thin adapters over :mod:`dinoseg`.
+"""Celery workers and the Label Studio review loop: thin adapters over :mod:`serving`.
 
 ``workers.app:app`` is the Celery application (configured from the environment through
-:mod:`dinoseg.runtime`); the tasks live in :mod:`workers.tasks`; the Label Studio adapter
-(project bootstrap, brush RLE, outbox, annotation sync) in :mod:`workers.labelstudio`.
-See docs/workers.md.
+:mod:`dinoseg.runtime`); the tasks in :mod:`workers.tasks` wrap the serving layer's jobs
+(:mod:`serving.segment`, :mod:`serving.aerial`); the Label Studio adapter (project bootstrap,
+brush RLE, outbox, annotation sync) is :mod:`workers.labelstudio`. See docs/workers.md.
 """
