@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"unknown model {args.name!r}; known: {', '.join(SEGMENTER_REGISTRY)}")
     for name in names:
         rows = summary(name)
-        print(f"{name:<12} {rows[-1][1]:>12,} trainable parameters")
+        print(f"{name:<20} {rows[-1][1]:>12,} trainable parameters")
         if args.name:
             for part, n in rows[:-1]:
                 print(f"  {part:<12} {n:>12,}")
