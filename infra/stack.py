@@ -5,9 +5,11 @@ Services, each with its output in ``runtime.logs_dir()/<name>.log``:
 - ``worker``: ``celery -A workers.app worker`` (N processes; with Label Studio, also the
   periodic annotation sync: ``-B``), unless the app runs the model in-process;
 - ``app``: ``python -m webapp`` on loopback, sending work to the worker (or in-process);
-- ``labelstudio``: when ``.venv-labelstudio`` exists, ``python -m infra.labelstudio start``
-  (it starts the server in the background and exits once ``/health`` answers); stopped again
-  with ``... stop`` on the way out. Missing credentials are generated once for the local stack.
+- ``labelstudio``: when ``.venv-labelstudio`` exists, ``python -m infra.labelstudio serve``
+  (the server runs as its child; ready once ``/health`` answers and our API token is
+  accepted). Missing credentials are generated once for the local stack. Before anything
+  starts, its port must be free or hold this home's own server (which ``serve`` replaces);
+  anything else there stops the stack with one line naming the port and the process.
 - ``mlflow`` (when asked): ``mlflow server`` on loopback over the stack's tracking store
   (``runtime.tracking_uri()``: the sqlite file in the home, or e.g. a PostgreSQL URI in
   ``MLFLOW_TRACKING_URI``), artifacts in ``runtime.artifact_root()``; every other service then
@@ -19,7 +21,9 @@ checkout), where the workers read ``params.yaml``.
 
 Embedded defaults: SQLite broker and result backend, sqlite MLflow store, all under
 ``runtime.home()``. Ctrl-C or SIGTERM stops everything (app first, Label Studio last); a
-required service that dies stops the stack with the end of its log. What is up is written to
+required service that dies stops the stack with the end of its log. Nothing the stack started
+outlives it, even when it is killed with SIGKILL (:mod:`infra.supervisor`), and a new stack
+first stops what a dead one in the same home left. What is up is written to
 ``runtime.home()/stack.json`` (``python -m infra.stack status`` reads it and checks health).
 Passwords inside service URLs are never printed.
 """
@@ -38,11 +42,15 @@ from pathlib import Path
 from typing import Any
 
 from dinoseg import runtime
+from infra.banner import banner, label_studio_line
+from infra.labelstudio import LabelStudioError, check_port
+from infra.labelstudio.serve import READY_LINE
 from infra.supervisor import (
     ROOT,
     Service,
     StackError,
     Supervisor,
+    clear_leftovers,
     health_report,
     port_busy,
     redact,
@@ -50,7 +58,8 @@ from infra.supervisor import (
 
 LABEL_STUDIO_VENV = ROOT / ".venv-labelstudio"
 MLFLOW_PORT = 5000
-__all__ = ["StackConfig", "StackError", "labelstudio_env", "mlflow_service", "plan", "run_stack"]
+__all__ = ["StackConfig", "StackError", "banner", "labelstudio_env", "mlflow_service", "plan",
+           "run_stack"]
 
 
 class _Stop(Exception):
@@ -145,13 +154,11 @@ def plan(cfg: StackConfig, env: Mapping[str, str]) -> list[Service]:
     py = sys.executable
     with_ls = LABEL_STUDIO_VENV.is_dir() if cfg.labelstudio is None else cfg.labelstudio
     services = []
-    if with_ls:
-        ls = [py, "-m", "infra.labelstudio"]
+    if with_ls:  # the server writes to the same labelstudio.log
         url = runtime.label_studio_url(env)
         services.append(Service(
-            "labelstudio", [*ls, "start"], oneshot=True, required=False,
-            stop_argv=[*ls, "stop"], url=url,
-            log="labelstudio-start.log",  # the server itself logs to labelstudio.log
+            "labelstudio", [py, "-m", "infra.labelstudio", "serve"], health_url=url + "/health",
+            ready_line=READY_LINE, url=url, required=False,
         ))  # fmt: skip
     if cfg.mlflow:
         services.append(mlflow_service(cfg, env))
@@ -167,42 +174,6 @@ def plan(cfg: StackConfig, env: Mapping[str, str]) -> list[Service]:
 
 def _raise_stop(signum: int, frame: Any) -> None:
     raise _Stop()
-
-
-def banner(sup: Supervisor, cfg: StackConfig, env: Mapping[str, str]) -> str:
-    """What is up and where, printed once the app (and the worker) answer (no passwords)."""
-    by_name = {s.name: s for s in sup.services}
-    lines = ["dinoseg demo is up:", f"  app           {by_name['app'].url}"]
-    nodes = [s for s in sup.services if s.name.startswith("worker")]
-    if nodes:
-        where = "" if len(nodes) == 1 else f" in each of {len(nodes)} workers"
-        lines.append(f"  workers       {cfg.workers} Celery process(es){where}, broker "
-                     f"{redact(runtime.broker_url(env))}")  # fmt: skip
-    else:
-        lines.append("  workers       none: the app runs the model in-process (--no-worker)")
-    ls = by_name.get("labelstudio")
-    if ls is None and cfg.labelstudio is False:
-        lines.append("  Label Studio  not started (--no-labelstudio)")
-    elif ls is None:
-        lines.append(f"  Label Studio  not installed ({ROOT}/infra/labelstudio/install.sh)")
-    elif ls.name not in sup.ready:
-        lines.append(f"  Label Studio  {ls.url} starting (about a minute the first time)")
-    else:
-        lines.append(label_studio_line(ls, env))
-    ml = by_name.get("mlflow")
-    if ml is not None:
-        store = redact(ml.env["MLFLOW_BACKEND_STORE_URI"])
-        lines.append(f"  MLflow        {ml.url} (store {store})")
-    else:
-        lines.append(f"  MLflow store  {redact(runtime.tracking_uri(env))}")
-    lines += [f"  logs          {sup.logs}", "Press Ctrl-C to stop."]
-    return "\n".join(lines)
-
-
-def label_studio_line(s: Service, env: Mapping[str, str]) -> str:
-    creds = runtime.home(env) / "labelstudio-credentials.json"
-    login = f" (login in {creds})" if creds.is_file() else ""
-    return f"  Label Studio  {s.url}{login}"
 
 
 def stack_env(cfg: StackConfig, env: Mapping[str, str]) -> dict[str, str]:
@@ -224,11 +195,8 @@ def run_stack(
 ) -> int:
     """Start the stack and supervise it until Ctrl-C / SIGTERM; returns the exit status."""
     env = stack_env(cfg, os.environ if env is None else env)
-    if port_busy("127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host, cfg.port):
-        raise StackError(f"port {cfg.port} is already in use; pass --port")
-    if cfg.mlflow and port_busy("127.0.0.1", cfg.mlflow_port):
-        raise StackError(f"port {cfg.mlflow_port} (MLflow) is already in use")
     services = plan(cfg, env)
+    preflight(cfg, env, services, say)
     if cfg.mlflow:  # everyone else goes through the server
         env["MLFLOW_TRACKING_URI"] = mlflow_url(cfg)
     sup = Supervisor(services, env, say, cwd=cfg.project or ROOT)
@@ -253,6 +221,26 @@ def run_stack(
     return 1  # not reached: _supervise returns only by raising
 
 
+def preflight(cfg: StackConfig, env: Mapping[str, str], services: list[Service],
+              say: Callable[[str], None]) -> None:  # fmt: skip
+    """Stop what a dead stack in this home left, then check that every port is free (Label
+    Studio's may hold this home's own server).
+
+    Raises:
+        StackError: a port is taken (by what, for Label Studio), or a stack runs in this home.
+    """
+    clear_leftovers(status_path(env), say)
+    if port_busy("127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host, cfg.port):
+        raise StackError(f"port {cfg.port} is already in use; pass --port")
+    if cfg.mlflow and port_busy("127.0.0.1", cfg.mlflow_port):
+        raise StackError(f"port {cfg.mlflow_port} (MLflow) is already in use")
+    if any(s.name == "labelstudio" for s in services):
+        try:
+            check_port(env)
+        except LabelStudioError as e:
+            raise StackError(str(e)) from None
+
+
 def status_path(env: Mapping[str, str] | None = None) -> Path:
     """Where the running stack describes itself (``python -m infra.stack status``)."""
     return runtime.home(env) / "stack.json"
@@ -266,7 +254,7 @@ def _supervise(sup: Supervisor, cfg: StackConfig, env: Mapping[str, str], timeou
     while True:
         known = (set(sup.ready), set(sup.procs))
         newly = sup.poll()
-        waiting = sup.starting()
+        waiting = [n for n in sup.starting() if n != "labelstudio"]  # it has its own timeout
         if not waiting and not up:
             sup.say(banner(sup, cfg, env))
             up = True

@@ -78,15 +78,10 @@ class Stack:
                              quick_timeout_s=30)  # fmt: skip
 
     def processes(self) -> list[psutil.Process]:
-        """The stack, its services' process trees, and the Label Studio server (detached)."""
-        procs = [psutil.Process(self.proc.pid)]
-        pid_file = self.project.home / "labelstudio" / "server.pid"
-        if pid_file.is_file():
-            procs.append(psutil.Process(int(pid_file.read_text())))
-        out = []
-        for p in procs:
-            out += [p, *p.children(recursive=True)]
-        return out
+        """The stack and its process tree (services, their children, the reaper; the Label
+        Studio server is a child of its ``serve`` service)."""
+        stack = psutil.Process(self.proc.pid)
+        return [stack, *stack.children(recursive=True)]
 
 
 def _secret_env(project_root: Path, mlflow_db: str, celery_db: str) -> tuple[dict, dict]:
@@ -308,7 +303,7 @@ def test_stopping_leaves_no_process_and_no_secret_in_logs(stack: Stack) -> None:
     for path in [*(stack.project.home / "logs").rglob("*"), stack.project.home / "stack.json"]:
         if path.is_file():
             texts[str(path)] = path.read_text(errors="replace")
-    assert len(texts) >= 6  # app, worker, mlflow, labelstudio(+start), stack.json, output
+    assert len(texts) >= 7  # app, worker, mlflow, labelstudio, reaper, stack.json, output
     for name, value in stack.secrets.items():
         leaks = [where for where, text in texts.items() if value in text]
         assert not leaks, f"{name} appears in {leaks}"

@@ -31,7 +31,9 @@ def test_plan_follows_the_options(monkeypatch, tmp_path):
     assert app.argv[-6:] == ["--host", "127.0.0.1", "--port", "7999", "--backend", "celery"]
     assert app.health_url == "http://127.0.0.1:7999/"
     with_ls = plan(StackConfig(labelstudio=True), env)
-    assert with_ls[0].name == "labelstudio" and with_ls[0].oneshot and with_ls[0].stop_argv
+    ls = with_ls[0]
+    assert ls.name == "labelstudio" and ls.argv[-1] == "serve" and not ls.required
+    assert ls.ready_line and ls.health_url == "http://127.0.0.1:8080/health"
     assert "-B" in with_ls[1].argv  # periodic annotation sync runs with Label Studio
     monkeypatch.setattr(stack, "LABEL_STUDIO_VENV", tmp_path / "missing")
     assert names(StackConfig()) == ["worker", "app"]
@@ -57,10 +59,9 @@ def _wait_ready(sup: Supervisor, names: set[str], timeout: float = 60) -> None:
 
 
 def test_services_start_report_ready_and_stop_in_reverse(tmp_path):
-    port, marker, said = free_port(), tmp_path / "stopped", []
+    port, said = free_port(), []
     services = [
-        Service("job", [PY, "-c", "pass"], oneshot=True,
-                stop_argv=[PY, "-c", f"open({str(marker)!r}, 'w')"]),
+        Service("job", [PY, "-c", "import time; time.sleep(120)"]),  # no check: ready
         Service("worker", [PY, "-c", "print('celery@x ready.', flush=True); "
                            "import time; time.sleep(120)"], ready_line=" ready."),
         Service("app", [PY, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
@@ -74,7 +75,7 @@ def test_services_start_report_ready_and_stop_in_reverse(tmp_path):
     finally:
         sup.stop()
     assert said == ["stopped app", "stopped worker", "stopped job"]
-    assert marker.is_file()  # the one-shot's stop command ran
+    assert sup.reaper is not None and sup.reaper.returncode == 0  # it ended with the stack
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
