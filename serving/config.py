@@ -74,3 +74,12 @@ def serving_config(path: Path = PARAMS_FILE) -> ServingConfig:
 def review_config(path: Path = PARAMS_FILE) -> ReviewConfig:
     """Resolved ``review`` settings (defaults when there is no params file)."""
     return resolve(ReviewConfig, _section(path, "review"))
+
+
+def known_classes(path: Path = PARAMS_FILE) -> list[str]:
+    """The classes a request can name without creating one: the base dataset's
+    (``review.classes_from``) and every class already labelled (``review.labels_dir``)."""
+    from dinoseg.data.classnames import known_classes as of_folders
+
+    review = review_config(path)
+    return of_folders([review.classes_from, review.labels_dir])

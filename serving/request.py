@@ -3,9 +3,11 @@
 Request (JSON)::
 
     {"support": [{"image": path, "mask": path}, ...], "queries": [path, ...],
-     "model": spec | null, "threshold": float | null}
+     "class_name": str | null, "model": spec | null, "threshold": float | null}
 
-Mask PNGs: nonzero = foreground. Paths must lie under ``runtime.uploads_dir()`` (the shared
+Mask PNGs: nonzero = foreground. ``class_name`` names the thing segmented (normalised by
+:func:`dinoseg.data.classnames.normalize_class_name`; missing or blank = ``object``, the
+annotator chooses). Paths must lie under ``runtime.uploads_dir()`` (the shared
 storage the web app writes to), so a request can never name a file elsewhere.
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dinoseg import runtime
+from dinoseg.data.classnames import normalize_class_name
 from dinoseg.io import InputError
 from dinoseg.modelspec import parse_model_spec
 from dinoseg.predictor import MAX_SHOTS
@@ -32,6 +35,7 @@ class SegmentRequest:
     queries: list[Path]
     model: str | None
     threshold: float | None
+    class_name: str = "object"
 
 
 def upload_path(value: Any, what: str, uploads: Path) -> Path:
@@ -82,5 +86,6 @@ def parse_request(request: Any, uploads: Path | None = None) -> SegmentRequest:
                       upload_path(s.get("mask"), f"support {i} mask", uploads)))  # fmt: skip
     paths = [upload_path(q, f"query {i}", uploads) for i, q in enumerate(queries, 1)]
     return SegmentRequest(
-        pairs, paths, _model(request.get("model")), _threshold(request.get("threshold"))
+        pairs, paths, _model(request.get("model")), _threshold(request.get("threshold")),
+        normalize_class_name(request.get("class_name")),
     )

@@ -8,12 +8,13 @@ of Label Studio.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dinoseg.data.classnames import PLACEHOLDER
 from serving import store
 
 
@@ -34,6 +35,8 @@ class ReviewItem:
         mask: (H, W) bool predicted mask.
         confidence: the model's confidence in [0, 1] (annotators get the lowest first).
         model_version: the served model's version (registry version or name).
+        class_name: the class the request asked for (``object`` when it named none).
+        supports: the stakeholder's (image path, mask path) examples.
     """
 
     result_id: str
@@ -42,10 +45,27 @@ class ReviewItem:
     mask: np.ndarray
     confidence: float
     model_version: str
+    class_name: str = PLACEHOLDER
+    supports: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def key(self) -> str:
         return review_key(self.query_sha256, self.model_version)
+
+    @property
+    def context(self) -> str:
+        """One line for the reviewer: the model's confidence and version."""
+        return f"confidence {self.confidence:.2f} · model {self.model_version}"
+
+    def support_sheet(self, height: int = 360) -> np.ndarray:
+        """The supports side by side with their masks outlined: (height, W, 3) uint8."""
+        from dinoseg.io import load_image, load_mask
+        from dinoseg.visualize import support_sheet
+
+        images = [load_image(i) for i, _ in self.supports]
+        masks = [load_mask(m, image_size=img.shape[:2])
+                 for (_, m), img in zip(self.supports, images, strict=True)]  # fmt: skip
+        return support_sheet(images, masks, height=height)
 
 
 def item_from_meta(meta: dict[str, Any], mask: np.ndarray) -> ReviewItem:
@@ -54,6 +74,8 @@ def item_from_meta(meta: dict[str, Any], mask: np.ndarray) -> ReviewItem:
         result_id=str(meta["id"]), query=str(meta["query"]),
         query_sha256=str(meta["query_sha256"]), mask=mask,
         confidence=float(meta["confidence"]), model_version=str(meta["model_version"]),
+        class_name=str(meta.get("class_name") or PLACEHOLDER),
+        supports=[(str(s["image"]), str(s["mask"])) for s in meta.get("support") or []],
     )  # fmt: skip
 
 

@@ -4,7 +4,7 @@ One implementation for both ways of running it: the web app calls :meth:`Segment
 in-process (``dinoseg demo --no-worker``) and the Celery task ``dinoseg.segment`` wraps the
 same call. Reply (JSON)::
 
-    {"model_version": str, "notice": str | null,
+    {"model_version": str, "notice": str | null, "class_name": str,
      "results": [{"id", "query", "mask", "prob", "confidence", "needs_review"}, ...]}
 
 Queries are predicted in batches of the predictor's ``batch_size``; progress is reported after
@@ -65,6 +65,7 @@ class _Run:
             "query": str(path), "query_sha256": q_hash,
             "support": [{"image": str(i), "mask": str(m), "image_sha256": h[0], "mask_sha256": h[1]}
                         for (i, m), h in zip(self.req.support, self.support_hashes, strict=True)],
+            "class_name": self.req.class_name,
             "model_version": self.served.model_version, "model_spec": self.req.model,
             "notice": self.served.notice, "threshold": self.threshold,
             "confidence": round(float(conf), 6), "needs_review": needs,
@@ -111,7 +112,8 @@ class SegmentJob:
             self.holder.set_support(served.predictor, key, lambda: _load_support(req))
             run = _Run(req, served, threshold, hashes)
             outcome = SegmentOutcome({"model_version": served.model_version,
-                                      "notice": served.notice, "results": []})  # fmt: skip
+                                      "notice": served.notice, "class_name": req.class_name,
+                                      "results": []})  # fmt: skip
             for path, pred in self._predict(served, req.queries, report):
                 self._record(run, path, pred, review_below, outcome)
         report(1.0, "done")
@@ -134,7 +136,8 @@ class SegmentJob:
             conf = mask_confidence(pred.prob, threshold=run.threshold)
         q_hash = content_sha256(path, self.uploads)
         rid = store.result_id({"support": run.support_hashes, "query": q_hash,
-                               "model": run.served.model_version, "threshold": run.threshold})
+                               "model": run.served.model_version, "threshold": run.threshold,
+                               "class_name": run.req.class_name})  # fmt: skip
         needs = bool(conf < review_below)
         meta = run.meta(path, q_hash, conf, needs, mask.shape)
         folder = store.write_record(rid, mask, pred.prob, meta, self.results)

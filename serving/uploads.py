@@ -7,9 +7,13 @@ inputs by path; the job trusts the hash in such a name instead of reading the fi
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 from dinoseg import runtime
 
@@ -25,6 +29,16 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(_CHUNK), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 or (H, W) bool/uint8 -> PNG bytes (a bool mask is written as 0/255)."""
+    arr = np.asarray(array)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def store_bytes(data: bytes, suffix: str, folder: Path | None = None) -> Path:

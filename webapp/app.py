@@ -74,6 +74,7 @@ class Page:
     editors: list[gr.ImageEditor]
     mask_files: list[gr.File]
     queries: gr.File
+    class_name: gr.Dropdown
     model: gr.Dropdown
     threshold: gr.Slider
     run: gr.Button
@@ -113,6 +114,7 @@ def build_app(backend: Backend | None = None, *, examples: bool = True) -> gr.Bl
             _add_aerial_tab(cb.backend)
         _wire(page, cb)
         demo.load(cb.status, outputs=page.status)
+        demo.load(lambda: gr.Dropdown(choices=cb.class_choices()), outputs=page.class_name)
     demo.page = page  # type: ignore[attr-defined]
     return demo
 
@@ -129,6 +131,11 @@ def _segment_page(status: gr.Markdown, refresh: gr.Button, *, examples: bool) ->
                 label="Query images", file_count="multiple", file_types=["image"],
                 elem_id="queries",
             )  # fmt: skip
+            class_name = gr.Dropdown(
+                [], value=None, allow_custom_value=True, filterable=True,
+                label="What is it? The class name (pick one or type a new one; annotators "
+                "see it)", elem_id="class-name",
+            )  # fmt: skip
             gr.Markdown("### 3 · Model")
             model = gr.Dropdown(
                 _model_choices(), value=CHAMPION, allow_custom_value=True,
@@ -138,7 +145,7 @@ def _segment_page(status: gr.Markdown, refresh: gr.Button, *, examples: bool) ->
             run = gr.Button("Segment", variant="primary", elem_id="run")
             notice = gr.Markdown(elem_id="notice", elem_classes="dinoseg-notice")
     if examples:
-        _add_examples(editors[0], mask_files[0], queries, model)
+        _add_examples(editors[0], mask_files[0], queries, class_name, model)
     gr.Markdown("## Results")
     gallery = gr.Gallery(
         label="Overlays — click one for its details", columns=6, fit_columns=False,
@@ -157,7 +164,8 @@ def _segment_page(status: gr.Markdown, refresh: gr.Button, *, examples: bool) ->
     table = gr.Dataframe(headers=TABLE_HEADERS, interactive=False, elem_id="results-table")
     all_masks = gr.File(label="All masks", file_count="multiple", interactive=False)
     return Page(
-        gr.State([]), gr.State(None), editors, mask_files, queries, model, threshold, run,
+        gr.State([]), gr.State(None), editors, mask_files, queries, class_name, model, threshold,
+        run,
         notice, gallery, overlay, mask, heat, summary, download, send, table, all_masks,
         status, refresh,
     )  # fmt: skip
@@ -171,7 +179,7 @@ def _wire(page: Page, cb: DemoCallbacks) -> None:
         shown = cb.run(
             data[p.model], data[p.threshold], data[p.queries],
             [data[e] for e in p.editors], [data[f] for f in p.mask_files],
-            report=lambda f, d: progress(f or 0.0, desc=d),
+            report=lambda f, d: progress(f or 0.0, desc=d), class_name=data[p.class_name],
         )  # fmt: skip
         if shown.notice:
             gr.Info(shown.notice)
@@ -190,7 +198,7 @@ def _wire(page: Page, cb: DemoCallbacks) -> None:
         return cb.status()
 
     p.run.click(
-        on_run, inputs={p.model, p.threshold, p.queries, *p.editors, *p.mask_files},
+        on_run, inputs={p.model, p.threshold, p.queries, p.class_name, *p.editors, *p.mask_files},
         outputs=[p.views, p.gallery, p.table, p.all_masks, p.notice, *p.detail],
         concurrency_limit=4 if cb.backend.kind == "celery" else 1,
     ).then(cb.status, outputs=p.status)  # fmt: skip
@@ -201,22 +209,24 @@ def _wire(page: Page, cb: DemoCallbacks) -> None:
 
 
 def _add_examples(
-    editor: gr.ImageEditor, mask_file: gr.File, queries: gr.File, model: gr.Dropdown
+    editor: gr.ImageEditor, mask_file: gr.File, queries: gr.File, class_name: gr.Dropdown,
+    model: gr.Dropdown,
 ) -> None:
-    """Example rows: a support image, its mask file, the queries, the prototype model."""
+    """Example rows: a support image, its mask file, the queries, the class, the prototype."""
     found = build_examples()
     rows = [
         [
             {"background": str(e.support), "layers": [], "composite": None},
             str(e.mask),
             [str(q) for q in e.queries],
+            e.class_name,
             "prototype",
         ]
         for e in found
     ]
     if rows:
         gr.Examples(
-            rows, inputs=[editor, mask_file, queries, model],
+            rows, inputs=[editor, mask_file, queries, class_name, model],
             label="Examples (offline: pictures shipped with the installed packages)",
             example_labels=[e.title for e in found],
         )  # fmt: skip

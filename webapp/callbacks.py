@@ -17,7 +17,9 @@ import gradio as gr
 import numpy as np
 
 from dinoseg import runtime
+from dinoseg.data.classnames import normalize_class_name
 from dinoseg.io import InputError
+from serving.config import known_classes
 from webapp import results
 from webapp.backends import Backend, BackendError, Report, no_report
 from webapp.inputs import read_queries, read_supports
@@ -99,11 +101,14 @@ class DemoCallbacks:
         editors: Sequence[dict[str, Any] | None],
         mask_files: Sequence[str | None],
         report: Report = no_report,
+        class_name: str | None = None,
     ) -> Shown:
         """Validate the inputs, run ``dinoseg.segment`` and show the first result."""
         supports = read_supports(editors, mask_files)
         query_files = read_queries(queries)
-        request, names = make_request(supports, query_files, model=model, threshold=threshold)
+        name = normalize_class_name(class_name)
+        request, names = make_request(supports, query_files, model=model, threshold=threshold,
+                                      class_name=name)  # fmt: skip
         reply = self.backend.segment(request, report)
         views = results.views_from_reply(reply, names)
         if not views:
@@ -139,6 +144,14 @@ class DemoCallbacks:
             )
         return f"{view['name']}: {reply}"
 
+    def class_choices(self) -> list[str]:
+        """Suggestions for the class-name box: the known classes (never raises)."""
+        try:
+            return known_classes()
+        except Exception:  # a broken params file or dataset folder: no suggestions
+            log.warning("cannot list the known classes", exc_info=True)
+            return []
+
     def status(self) -> str:
         """Markdown for the status panel; never raises (a down service is a status)."""
         try:
@@ -158,12 +171,17 @@ def status_markdown(s: dict[str, Any]) -> str:
     if s.get("outbox_depth"):
         queue += f" (+{s['outbox_depth']} waiting in the outbox)"
     url = s.get("label_studio_url") or runtime.label_studio_url()
-    return (
+    text = (
         f"**Execution:** {s.get('backend', 'Celery workers')} · "
         f"**Served model:** `{s.get('model_version') or 'none loaded yet'}` · "
         f"**Review queue:** {queue} · "
         f"**Label Studio:** [{url}]({url})"
     )
+    if s.get("refused_annotations"):
+        reasons = "; ".join(str(r) for r in s.get("refused_reasons") or [])
+        text += (f"\n\n⚠️ **{s['refused_annotations']} annotation(s) refused** (not written to "
+                 f"the labels; fix them in Label Studio): {reasons}")  # fmt: skip
+    return text
 
 
 def discover_checkpoints(root: Path = Path("runs"), limit: int = 20) -> list[str]:

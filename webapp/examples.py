@@ -38,6 +38,7 @@ class Example:
     support: Path
     mask: Path  # 0/255 PNG
     queries: list[Path]
+    class_name: str = ""
 
 
 def _gradio_image(name: str) -> Path | None:
@@ -78,6 +79,7 @@ def _write(
     mask_fn: Callable[[Image.Image], np.ndarray],
     queries: list[Path],
     title: str,
+    class_name: str,
 ) -> Example:
     """Copy the support as PNG and write its mask (once)."""
     support, mask_path = folder / f"{name}.png", folder / f"{name}_mask.png"
@@ -89,7 +91,7 @@ def _write(
             tmp = path.with_name(f".{path.name}.tmp")
             pic.save(tmp, format="PNG")
             tmp.replace(path)
-    return Example(title, support, mask_path, queries)
+    return Example(title, support, mask_path, queries, class_name)
 
 
 def build_examples(folder: Path | None = None) -> list[Example]:
@@ -103,11 +105,12 @@ def build_examples(folder: Path | None = None) -> list[Example]:
         examples.append(_write(
             folder, "cheetah", cheetah, lambda im: polygon_mask(im.size, CHEETAH_POLYGON),
             cat_queries, "Big cats: a running cheetah (drawn outline) -> a lion, a cheetah",
+            "big_cat",
         ))  # fmt: skip
     tower, china = _gradio_image("tower.jpg"), _sklearn_image("china.jpg")
     if tower and china:
         examples.append(_write(
             folder, "sky", tower, lambda im: sky_mask(np.asarray(im)), [china],
-            "Sky: the sky behind the Eiffel tower (colour threshold) -> a Chinese temple",
+            "Sky: the sky behind the Eiffel tower (colour threshold) -> a Chinese temple", "sky",
         ))  # fmt: skip
     return examples

@@ -3,7 +3,7 @@
 A *view* is a plain JSON-able dict kept in the visitor's ``gr.State``::
 
     {"id", "name", "query", "mask", "prob", "confidence", "needs_review", "model_version",
-     "coverage"}
+     "class_name", "coverage"}
 
 where ``query``/``mask``/``prob`` are file paths (the stored query, the 0/255 mask PNG and the
 probability PNG of the results store).
@@ -54,6 +54,7 @@ def views_from_reply(reply: Mapping[str, Any], names: Mapping[str, str]) -> list
                 "confidence": float(r["confidence"]),
                 "needs_review": bool(r.get("needs_review")),
                 "model_version": str(reply.get("model_version") or "?"),
+                "class_name": str(reply.get("class_name") or "object"),
                 "coverage": float(mask.mean()),
             }
         )
@@ -90,7 +91,7 @@ def table_rows(views: list[dict[str, Any]]) -> list[list[Any]]:
 def describe(view: Mapping[str, Any]) -> str:
     """Markdown summary of one result."""
     text = (
-        f"### {view['name']}\n"
+        f"### {view['name']} · {view.get('class_name', 'object')}\n"
         f"**Confidence {view['confidence']:.2f}** · foreground {100 * view['coverage']:.1f}% "
         f"of the image · model `{view['model_version']}` · result `{view['id']}`"
     )

@@ -7,29 +7,15 @@ bytes, so the same upload is stored once and a request names its inputs by conte
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
-from serving.uploads import store_bytes, store_file
+from serving.uploads import png_bytes, store_bytes, store_file
 from webapp.inputs import Query, Support
 
 #: the registry's champion, the default model of every request (the contract's default)
 CHAMPION = "models:/dinoseg-segmenter@champion"
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    """(H, W, 3) uint8 or (H, W) bool/uint8 -> PNG bytes (a bool mask is written as 0/255)."""
-    arr = np.asarray(array)
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8) * 255
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def make_request(
@@ -38,14 +24,15 @@ def make_request(
     *,
     model: str | None = CHAMPION,
     threshold: float | None = None,
+    class_name: str | None = None,
     folder: Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Store the inputs and build the ``dinoseg.segment`` request.
 
     Returns:
-        ``(request, names)``: the JSON request of the workers' contract
-        (``{"support": [{"image", "mask"}], "queries": [path], "model", "threshold"}``) and the
-        user's file name of each stored query path.
+        ``(request, names)``: the JSON request of the serving contract
+        (``{"support": [{"image", "mask"}], "queries": [path], "class_name", "model",
+        "threshold"}``) and the user's file name of each stored query path.
     """
     support = [
         {
@@ -63,6 +50,7 @@ def make_request(
     request = {
         "support": support,
         "queries": paths,
+        "class_name": class_name or None,
         "model": model or CHAMPION,
         "threshold": None if threshold is None else float(threshold),
     }

@@ -227,3 +227,34 @@ def test_review_flag_follows_the_params_file(tiny_backbone_dir, blobs, tmp_path)
     assert "Low confidence" in shown.detail.summary and shown.table[0][3] == "yes"
     params.write_text("review:\n  confidence_threshold: 0.0\n")
     assert not any(v["needs_review"] for v in _run(DemoCallbacks(backend), blobs).views)
+
+
+def test_the_class_name_travels_with_the_request(tiny_backend, blobs, home):
+    cb = DemoCallbacks(tiny_backend)
+    shown = _run(cb, blobs, class_name="  Big Cat ")
+    assert {v["class_name"] for v in shown.views} == {"big_cat"}
+    assert "big_cat" in shown.detail.summary
+    meta = json.loads((home / "results" / shown.views[0]["id"] / "meta.json").read_text())
+    assert meta["class_name"] == "big_cat"
+    unnamed = _run(cb, blobs)
+    assert unnamed.views[0]["class_name"] == "object"
+    assert unnamed.views[0]["id"] != shown.views[0]["id"]
+    with pytest.raises(gr.Error, match="class name"):
+        _run(cb, blobs, class_name="<script>")
+
+
+def test_class_suggestions_are_the_known_classes(tiny_backend, tmp_path, monkeypatch):
+    base = tmp_path / "base"
+    labels = tmp_path / "labels"
+    for folder, classes in ((base, {"0": "sky", "1": "road"}),
+                            (labels, {"0": "sky", "1": "road", "2": "Traffic Light"})):
+        folder.mkdir()
+        (folder / "classes.json").write_text(json.dumps({"classes": classes}))
+    (tmp_path / "params.yaml").write_text(
+        f"review:\n  classes_from: {base}\n  labels_dir: {labels}\n")
+    monkeypatch.chdir(tmp_path)
+    assert DemoCallbacks(tiny_backend).class_choices() == ["sky", "road", "traffic_light"]
+    (base / "classes.json").write_text("{broken")
+    assert DemoCallbacks(tiny_backend).class_choices() == []  # never breaks the page
+    page = build_app(tiny_backend, examples=False).page
+    assert page.class_name.allow_custom_value and page.class_name.elem_id == "class-name"

@@ -93,6 +93,8 @@ def test_outbox_claims_are_exclusive_across_threads(tmp_path) -> None:
 def test_request_validation(stack_env: Project) -> None:
     request = make_request(stack_env, n_queries=1)
     assert parse_request(request).queries[0].name == "q1.png"
+    assert parse_request(request).class_name == "object"  # none named: the annotator chooses
+    assert parse_request({**request, "class_name": " Traffic  Light"}).class_name == "traffic_light"
     outside = stack_env.root / "params.yaml"
     bad = [
         ("not a dict", "must be an object"),
@@ -106,6 +108,8 @@ def test_request_validation(stack_env: Project) -> None:
         ({**request, "threshold": 1.5}, "between 0 and 1"),
         ({**request, "threshold": "0.5"}, "a number or null"),
         ({**request, "model": ""}, "model spec string"),
+        ({**request, "class_name": "<b>"}, "class name"),
+        ({**request, "class_name": 7}, "must be text"),
     ]
     for payload, message in bad:
         with pytest.raises(InputError, match=message):
@@ -135,8 +139,18 @@ def test_segment_in_process_writes_records_and_rejects_bad_images(stack_env: Pro
     meta = store.read_meta(reply["results"][0]["id"])
     assert meta["support"][0]["image_sha256"] == file_sha256(request["support"][0]["image"])
     assert set(meta) == {"id", "query", "query_sha256", "support", "model_version", "model_spec",
-                         "notice", "threshold", "confidence", "needs_review", "height", "width",
+                         "class_name", "notice", "threshold", "confidence", "needs_review", "height", "width",
                          "created"}  # fmt: skip
+    assert reply["class_name"] == meta["class_name"] == "object"
+    named = job.run({**request, "class_name": "Pedestrian"})
+    assert named.reply["class_name"] == "pedestrian"
+    assert {r["id"] for r in named.reply["results"]}.isdisjoint(r["id"] for r in reply["results"])
+    item = named.review[0]
+    assert item.class_name == "pedestrian"
+    assert item.context == f"confidence {item.confidence:.2f} · model {named.reply['model_version']}"
+    assert item.supports == [(request["support"][0]["image"], request["support"][0]["mask"])]
+    sheet = item.support_sheet(height=60)
+    assert sheet.shape[0] == 60 and sheet.dtype == np.uint8
     strict = _job(0.0, stack_env.root).run({**request, "threshold": 0.9})
     assert {r["id"] for r in strict.reply["results"]}.isdisjoint(r["id"] for r in reply["results"])
     assert strict.review == []
