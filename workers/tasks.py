@@ -14,7 +14,7 @@ Names and payloads are the contract with the web app (JSON only):
 - ``dinoseg.sync_annotations()`` -> ``{"new_labels", "retrain_queued", "skipped"}`` (periodic)
 - ``dinoseg.retrain()`` -> ``{"returncode", "seconds", ...}`` (``dvc repro``, one at a time)
 - ``dinoseg.status()`` -> ``{"model_version", "review_queue_depth", "outbox_depth",
-  "label_studio_url"}``
+  "refused_annotations", "refused_reasons", "label_studio_url"}``
 
 Long tasks report ``PROGRESS`` with ``meta = {"fraction", "desc"}``. Bad input raises
 :class:`dinoseg.io.InputError` (no retry; the caller shows the message). Transient failures
@@ -171,9 +171,12 @@ def retrain() -> dict[str, Any]:
 @app.task(name="dinoseg.status", base=ProcessTask, bind=True, soft_time_limit=30, time_limit=60)
 def status(self: ProcessTask) -> dict[str, Any]:
     outbox = self.outbox
+    refused, reasons = outbox.rejections()
     return {
         "model_version": self.job.holder.last_version,
         "review_queue_depth": outbox.awaiting_annotation(),
         "outbox_depth": outbox.depth(),
+        "refused_annotations": refused,
+        "refused_reasons": reasons,
         "label_studio_url": runtime.label_studio_url(),
     }

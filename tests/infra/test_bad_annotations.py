@@ -88,7 +88,8 @@ CASES = [
     ("RLE of another size", _rle(lambda r: [0, 0, 0, 9, *r[4:]]), "declares 9 values"),
     ("RLE not bytes", _rle(lambda r: [*r[:6], 999]), "not a list of bytes"),
     ("region of another size", _result(lambda: [_region(shape=(H + 2, W))]), "brush region is"),
-    ("unknown label", _result(lambda: [_region("tree")]), "unknown label 'tree'"),
+    ("unknown label", _result(lambda: [_region("tree")]), "unknown class 'tree'"),
+    ("label that is no class name", _result(lambda: [_region("a/b")]), "class name 'a/b'"),
     ("only the placeholder label", _result(lambda: [_region("object")]),
      "no region labelled with a class"),
     ("empty annotation", _result(list), "no region labelled with a class"),
@@ -113,7 +114,7 @@ def test_bad_annotation_is_refused_and_writes_nothing(labels, tmp_path, case: st
     task, ann = _task(uploads)
     change(task, ann, uploads, tmp_path)
     with pytest.raises(InputError, match=message):
-        write_label(root, task, ann, info, "annotator@dinoseg.test", base)
+        write_label(root, task, ann, set(info.names.values()), "annotator@dinoseg.test", base)
     assert not root.exists()  # not even the folder layout: the pipeline's input is unchanged
     assert not list(Path("/tmp").glob("evil*"))
 
@@ -123,7 +124,7 @@ def test_good_annotation_writes_image_mask_and_provenance(labels) -> None:
 
     root, uploads, info, base = labels
     task, ann = _task(uploads)
-    stem = write_label(root, task, ann, info, "annotator@dinoseg.test", base)
+    stem = write_label(root, task, ann, set(info.names.values()), "annotator@dinoseg.test", base)
     mask = np.asarray(Image.open(root / "train/masks" / f"{stem}.png"))
     assert mask.shape == (H, W) and set(np.unique(mask)) == {1, 255}  # car, unlabelled=ignore
     assert (root / "train/images" / f"{stem}.png").is_file()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from urllib.parse import quote
 
 from dinoseg import runtime
 from dinoseg.io import InputError
-from workers.labelstudio.convert import label_config
+from workers.labelstudio.convert import PLACEHOLDER, label_config
 
 T = TypeVar("T")
 TIMEOUT = 15.0
@@ -94,6 +95,54 @@ def ensure_project(client: Any, title: str, class_names: Sequence[str]) -> int:
             project=created.id, path=str(uploads), title="dinoseg uploads", use_blob_urls=True,
         ))  # fmt: skip
         return int(created.id)
+
+
+_BRUSH_LABELS = re.compile(r"<BrushLabels\b[^>]*>(.*?)</BrushLabels>", re.S)
+_LABEL = re.compile(r"<Label\b[^>]*\bvalue=(\"[^\"]*\"|'[^']*')")
+
+
+def config_labels(config: str) -> list[str]:
+    """The brush label values of a labelling config (placeholder excluded), in order."""
+    from xml.sax.saxutils import unescape
+
+    block = _BRUSH_LABELS.search(config or "")
+    if block is None:
+        return []
+    values = [unescape(v[1:-1], {"&quot;": '"', "&apos;": "'"})
+              for v in _LABEL.findall(block.group(1))]  # fmt: skip
+    return [v for v in values if v != PLACEHOLDER]
+
+
+def ensure_labels(client: Any, project: int, names: Sequence[str]) -> list[str]:
+    """Grow the project's labelling config so it has a brush label for every name (existing
+    labels keep their order, tasks and annotations are untouched); returns all labels.
+
+    Read-modify-write under the machine's bootstrap lock, then read back: a worker on another
+    host that updated the config at the same time is seen and merged on the next call.
+    """
+    current = call(lambda: client.projects.get(id=project)).label_config
+    have = config_labels(current)
+    missing = [n for n in dict.fromkeys(names) if n not in have and n != PLACEHOLDER]
+    if not missing:
+        return have
+    with _bootstrap_lock():
+        for _ in range(3):
+            have = config_labels(call(lambda: client.projects.get(id=project)).label_config)
+            wanted = [*have, *(n for n in dict.fromkeys(names) if n not in have)]
+            wanted = [n for n in wanted if n != PLACEHOLDER]
+            if wanted == have:
+                return have
+            config = label_config(wanted)
+            call(lambda: client.projects.update(id=project, label_config=config))  # noqa: B023
+        return config_labels(call(lambda: client.projects.get(id=project)).label_config)
+
+
+def ensure_model_version(client: Any, project: int, version: str) -> None:
+    """Make ``version`` the project's model version, so Label Studio's uncertainty sampling
+    orders the tasks of that model's predictions (it falls back to random order otherwise)."""
+    current = call(lambda: client.projects.get(id=project)).model_version
+    if current != version:
+        call(lambda: client.projects.update(id=project, model_version=version))
 
 
 def image_url(path: str | Path) -> str:

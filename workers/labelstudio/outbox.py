@@ -6,7 +6,9 @@ task id; the primary key is what makes "never two tasks" hold across retries and
 Delivery is claimed with a short lease so two workers never deliver the same item at once.
 
 ``labels``: annotations already written to ``data/labels/`` (annotation id + its update time).
-``counters``: ``labels_since_retrain``.
+``rejected``: annotations the sync refused (unknown class, no class, malformed), with why.
+``counters``: ``labels_since_retrain``. ``settings``: the model version the review project
+orders by (set by the newest item).
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ CREATE TABLE IF NOT EXISTS labels (
     annotation_id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL, updated_at TEXT NOT NULL,
     stem TEXT NOT NULL, synced REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS settings (
+    name TEXT PRIMARY KEY, value TEXT NOT NULL, since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS rejected (
+    annotation_id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL, updated_at TEXT NOT NULL,
+    reason TEXT NOT NULL, seen REAL NOT NULL);
 """
 LEASE_SECONDS = 120.0
 
@@ -49,6 +56,7 @@ class Item:
     task_id: int | None
     attempts: int
     last_error: str | None
+    created: float = 0.0
 
 
 class Outbox:
@@ -110,13 +118,13 @@ class Outbox:
     def get(self, key: str) -> Item | None:
         with self._tx() as db:
             row = db.execute(
-                "SELECT key, result_id, payload, state, task_id, attempts, last_error "
+                "SELECT key, result_id, payload, state, task_id, attempts, last_error, created "
                 "FROM items WHERE key = ?",
                 (key,),
             ).fetchone()
         if row is None:
             return None
-        return Item(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6])
+        return Item(row[0], row[1], json.loads(row[2]), *row[3:])
 
     def claim(self, key: str, lease: float = LEASE_SECONDS) -> bool:
         """Take the delivery of a pending item for ``lease`` seconds (False: delivered/taken)."""
@@ -177,6 +185,7 @@ class Outbox:
     def record_label(self, annotation_id: int, task_id: int, updated_at: str, stem: str) -> None:
         """Remember a written annotation and count it toward the next retrain."""
         with self._tx() as db:
+            db.execute("DELETE FROM rejected WHERE annotation_id = ?", (annotation_id,))
             db.execute(
                 "INSERT OR REPLACE INTO labels VALUES (?,?,?,?,?)",
                 (annotation_id, task_id, updated_at, stem, time.time()),
@@ -196,3 +205,29 @@ class Outbox:
                 return False
             db.execute("UPDATE counters SET value = 0 WHERE name = 'labels_since_retrain'")
             return True
+
+    def newest_version(self, version: str, created: float) -> bool:
+        """Record ``version`` as the project's model version unless an item created later set
+        another; True when ``version`` is the one to order by."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO settings VALUES ('model_version', ?, ?) ON CONFLICT(name) DO UPDATE "
+                "SET value = excluded.value, since = excluded.since WHERE excluded.since >= since",
+                (version, created),
+            )
+            row = db.execute("SELECT value FROM settings WHERE name = 'model_version'").fetchone()
+        return bool(row and row[0] == version)
+
+    def reject(self, annotation_id: int, task_id: int, updated_at: str, reason: str) -> None:
+        """Remember an annotation the sync refused (the newest reason per annotation)."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO rejected VALUES (?,?,?,?,?)",
+                       (annotation_id, task_id, updated_at, reason[:500], time.time()))
+
+    def rejections(self, limit: int = 5) -> tuple[int, list[str]]:
+        """(annotations currently refused, the latest ``limit`` reasons)."""
+        with self._tx() as db:
+            count = int(db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0])
+            rows = db.execute("SELECT task_id, reason FROM rejected ORDER BY seen DESC LIMIT ?",
+                              (limit,)).fetchall()  # fmt: skip
+        return count, [f"task {t}: {r}" for t, r in rows]

@@ -1,8 +1,12 @@
 """Review items to Label Studio: idempotent, and through the outbox when Label Studio is down.
 
 A :class:`serving.review.ReviewItem` becomes a Label Studio task once (:func:`build_task`): the
-query image (served by Label Studio from the uploads folder), the mask as a brush-RLE
-prediction with ``score`` = confidence and ``model_version`` = the model's registry version.
+query image (served by Label Studio from the uploads folder), the class asked for, the
+stakeholder's supports as one sheet with the masks outlined, a context line (confidence, model
+version), and the mask as a brush-RLE prediction labelled with the class, ``score`` =
+confidence and ``model_version`` = the model's registry version. Delivery grows the project's
+labelling config when the class is new and keeps the project's model version on the newest
+items' version (Label Studio's uncertainty sampling orders only that version's tasks).
 
 - :func:`enqueue` (the ``segment`` task, with the mask still in memory) stores the task in the
   outbox under the item's idempotency key ``<query sha256[:32]>:<model version>`` (an existing
@@ -21,13 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dinoseg.data.classnames import known_classes
 from dinoseg.data.folder import ClassInfo, read_classes
 from dinoseg.io import InputError
 from serving.config import ReviewConfig
 from serving.review import ReviewItem, item_from_record
+from serving.uploads import png_bytes, store_bytes
 from workers.labelstudio import client as ls
 from workers.labelstudio.convert import mask_to_result
-from workers.labelstudio.outbox import Outbox
+from workers.labelstudio.outbox import Item, Outbox
 
 
 @dataclass
@@ -39,28 +45,55 @@ class Review:
     connect: Callable[[], Any] = ls.connect
 
     def classes(self) -> ClassInfo:
+        """The base dataset's classes (ids of the labels written to ``labels_dir``)."""
         return read_classes(Path(self.config.classes_from))
 
+    def known(self) -> list[str]:
+        """Every class known so far: the base dataset's and every class already labelled."""
+        return known_classes([self.config.classes_from, self.config.labels_dir])
+
     def project(self, client: Any) -> int:
-        names = list(self.classes().names.values())
-        return ls.ensure_project(client, self.config.project_title, names)
+        return ls.ensure_project(client, self.config.project_title, self.known())
 
 
 def build_task(item: ReviewItem) -> dict[str, Any]:
-    """The Label Studio task (data + one prediction) of a review item."""
+    """The Label Studio task (data + one prediction) of a review item; the support sheet is
+    stored in the uploads folder by content (Label Studio serves it from there)."""
     data = {
         "image": ls.image_url(item.query),
+        "class_name": item.class_name,
+        "context": item.context,
         ls.KEY_FIELD: item.key,
         "dinoseg_result": item.result_id,
         "dinoseg_query": item.query,
         "dinoseg_query_sha256": item.query_sha256,
     }
+    if item.supports:
+        sheet = store_bytes(png_bytes(item.support_sheet()), ".png")
+        data["support_image"] = ls.image_url(sheet)
     prediction = {
         "model_version": item.model_version,
         "score": float(item.confidence),
-        "result": [mask_to_result(item.mask)],
+        "result": [mask_to_result(item.mask, item.class_name)],
     }
     return {"data": data, "predictions": [prediction]}
+
+
+def _prepare_project(review: Review, client: Any, item: Item) -> int:
+    """The project, with the item's class among its labels."""
+    project = review.project(client)
+    class_name = str(item.payload["data"].get("class_name") or "")
+    if class_name:
+        ls.ensure_labels(client, project, [class_name])
+    return project
+
+
+def _follow_version(review: Review, client: Any, project: int, item: Item) -> None:
+    """Make the item's model version the project's when no newer item set another (Label
+    Studio accepts a version only once a prediction of it exists: call after the import)."""
+    version = str(item.payload["predictions"][0]["model_version"])
+    if review.outbox.newest_version(version, item.created):
+        ls.ensure_model_version(client, project, version)
 
 
 def deliver(review: Review, key: str) -> tuple[str, int | None]:
@@ -74,11 +107,12 @@ def deliver(review: Review, key: str) -> tuple[str, int | None]:
         return "busy", None
     try:
         client = review.connect()
-        project = review.project(client)
+        project = _prepare_project(review, client, item)
         task_id = ls.task_by_key(client, project, key)
         status = "duplicate"
         if task_id is None:
             task_id, status = ls.create_task(client, project, item.payload), "queued"
+        _follow_version(review, client, project, item)
     except ls.Unavailable as e:
         review.outbox.failed(key, str(e))
         return "outbox", None

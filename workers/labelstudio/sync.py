@@ -2,11 +2,13 @@
 
 ::
 
-    data/labels/classes.json                 copy of the base dataset's (review.classes_from)
     data/labels/train/images/<stem>.<ext>    the query image (stem = its sha256[:16])
+    data/labels/classes.json                 the base's classes + every class annotators added
+                                             (a new name gets the next free id)
     data/labels/train/masks/<stem>.png       class indices; pixels no region covers get the
                                              base's background_index, else its ignore_index
-    data/labels/provenance/<stem>.json       task id, annotation id, annotator, times, model
+    data/labels/provenance/<stem>.json       task id, annotation id, annotator, times, model,
+                                             the class asked for and the classes drawn
 
 Nothing is written into ``data/labels/`` (a ``dvc repro`` input) until there is a label to
 write. The latest submitted (not cancelled) annotation of a task wins; an annotation already written
@@ -16,11 +18,14 @@ placeholder label are not labels; an annotation without any class-labelled pixel
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +34,11 @@ import numpy as np
 from PIL import Image
 
 from dinoseg import runtime
-from dinoseg.data.folder import ClassInfo
+from dinoseg.data.classnames import PLACEHOLDER, add_class, normalize_class_name
+from dinoseg.data.folder import ClassInfo, read_classes
 from dinoseg.io import InputError, load_image
 from workers.labelstudio import client as ls
-from workers.labelstudio.convert import annotation_to_label_map
+from workers.labelstudio.convert import result_to_mask
 from workers.labelstudio.review import Review
 
 _HEX = re.compile(r"[0-9a-f]{16,64}")
@@ -89,26 +95,63 @@ def unlabelled_value(info: ClassInfo) -> int:
     raise InputError("the base classes.json has neither background_index nor ignore_index")
 
 
+def _regions(results: list[Any], shape: tuple[int, int], allowed: set[str], task_id: Any
+             ) -> tuple[list[tuple[np.ndarray, str]], int]:
+    """The class-labelled brush regions of an annotation (normalised names) and the number of
+    regions still carrying the placeholder; unknown classes and bad regions are InputError."""
+    regions, placeholders = [], 0
+    for result in results:
+        if not isinstance(result, dict) or result.get("type") != "brushlabels":
+            continue
+        mask, label = result_to_mask(result)
+        if mask.shape != shape:
+            raise InputError(f"brush region is {mask.shape[::-1]}, the image {shape[::-1]}")
+        name = normalize_class_name(label)
+        if name == PLACEHOLDER:
+            placeholders += 1
+        elif name not in allowed:
+            raise InputError(f"unknown class {label!r} (not a label of the review project)")
+        else:
+            regions.append((mask, name))
+    if not any(m.any() for m, _ in regions):
+        raise InputError(f"task {task_id}: no region labelled with a class ({placeholders} "
+                         f"still {PLACEHOLDER!r})")  # fmt: skip
+    return regions, placeholders
+
+
+@contextmanager
+def _labels_lock() -> Iterator[None]:
+    """One writer of ``data/labels/classes.json`` at a time on this machine (the lock file
+    lives in the stack's home, not in the pipeline's input)."""
+    with open(runtime.ensure(runtime.home()) / "labels.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def write_label(
-    root: Path, task: dict[str, Any], ann: dict[str, Any], info: ClassInfo, annotator: str,
+    root: Path, task: dict[str, Any], ann: dict[str, Any], allowed: set[str], annotator: str,
     base: Path,
 ) -> str:
     """Write one annotation's image, mask and provenance; returns the file stem.
 
-    ``root`` (the pipeline's ``data/labels`` input) is laid out, with ``base``'s classes.json,
-    only now that there is a label to write: a sync with nothing to write changes nothing.
+    Region labels must be classes of ``allowed`` (the review project's labels); a class the
+    labels folder does not know yet gets the next free id in its ``classes.json``. ``root``
+    (the pipeline's ``data/labels`` input) is laid out, with ``base``'s classes.json, only now
+    that there is a label to write: a sync with nothing to write changes nothing.
     """
     data = task["data"]
     image_path, stem = _task_query(task)
     image = load_image(image_path)
-    ids = {name: c for c, name in info.names.items()}
-    labels, placeholders = annotation_to_label_map(
-        ann["result"], ids, image.shape[:2], unlabelled_value(info)
-    )
-    if not np.isin(labels, list(info.names)).any():
-        raise InputError(f"task {task['id']}: no region labelled with a class ({placeholders} "
-                         f"still 'object')")  # fmt: skip
-    prepare_labels_dir(root, base)
+    regions, placeholders = _regions(ann["result"], image.shape[:2], allowed, task.get("id"))
+    with _labels_lock():
+        prepare_labels_dir(root, base)
+        ids = {name: add_class(root, name) for _, name in regions}
+        labels = np.full(image.shape[:2], unlabelled_value(read_classes(root)), np.uint8)
+    for mask, name in regions:
+        labels[mask] = ids[name]
     for old in (root / "train/images").glob(f"{stem}.*"):
         old.unlink()  # the same image under another suffix
     _atomic_png(labels, root / "train/masks" / f"{stem}.png")
@@ -119,6 +162,7 @@ def write_label(
         "updated_at": ann.get("updated_at"), "synced_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
         time.gmtime()), "query": str(image_path), "query_sha256": data["dinoseg_query_sha256"],
         "result_id": data.get("dinoseg_result"), "model_version": _model_version(task),
+        "class_name": data.get("class_name"), "classes": sorted(ids),
         "unlabelled_regions": placeholders,
     }, root / "provenance" / f"{stem}.json")  # fmt: skip
     return stem
@@ -155,12 +199,14 @@ def _annotator(client: Any, user_id: int | None, cache: dict[int, str]) -> str:
 
 
 def sync(review: Review, labels_dir: Path) -> SyncReport:
-    """One pull of the project's annotated tasks into ``labels_dir``."""
+    """One pull of the project's annotated tasks into ``labels_dir``; a refused annotation is
+    reported and remembered in the outbox (``dinoseg.status`` shows it) until it is fixed."""
     report = SyncReport()
     users: dict[int, str] = {}
-    info = review.classes()
     client = review.connect()
     project = review.project(client)
+    config = ls.call(lambda: client.projects.get(id=project)).label_config
+    allowed = {normalize_class_name(n) for n in ls.config_labels(config)}
     tasks = ls.call(lambda: list(client.tasks.list(project=project, only_annotated=True,
                                                    fields="all")))  # fmt: skip
     for t in tasks:
@@ -171,10 +217,12 @@ def sync(review: Review, labels_dir: Path) -> SyncReport:
             continue
         try:
             annotator = _annotator(client, ann.get("completed_by"), users)
-            stem = write_label(labels_dir, task, ann, info, annotator,
+            stem = write_label(labels_dir, task, ann, allowed, annotator,
                                Path(review.config.classes_from))
         except (InputError, KeyError) as e:
             report.skipped.append(f"task {task.get('id')}: {e}")
+            review.outbox.reject(ann["id"], int(task.get("id") or 0), str(ann.get("updated_at")),
+                                 f"{type(e).__name__}: {e}" if isinstance(e, KeyError) else str(e))
             continue
         review.outbox.record_label(ann["id"], task["id"], str(ann.get("updated_at")), stem)
         report.new_labels += 1
