@@ -90,3 +90,33 @@ def test_status_file_and_health_report(tmp_path):
         sup.stop()
     sup.write_status(path, running=False)
     assert "is not running" in health_report(path).text
+
+
+def test_ready_needs_both_the_ready_line_and_the_health_url(tmp_path):
+    import http.server
+    import threading
+    import time
+
+    from tests.workers.conftest import free_port
+
+    port, go = free_port(), tmp_path / "go"
+    code = (f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.05)\n"
+            "print('is up', flush=True); time.sleep(60)")  # fmt: skip
+    svc = Service("ls", [sys.executable, "-c", code], health_url=f"http://127.0.0.1:{port}/",
+                  ready_line="is up")  # fmt: skip
+    sup = Supervisor([svc], {**os.environ, "DINOSEG_HOME": str(tmp_path)}, lambda s: None)
+    server = http.server.HTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sup.start()
+    try:
+        assert not sup.is_ready(svc)  # the URL answers, the line is not there yet
+        go.touch()
+        deadline = time.monotonic() + 30
+        while "is up" not in sup.tail("ls") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sup.is_ready(svc)
+        server.shutdown()
+        server.server_close()
+        assert not sup.is_ready(svc)  # the line is there, the URL does not answer
+    finally:
+        sup.stop()
