@@ -61,7 +61,7 @@ def _stage(adapter: torch.nn.Module, bank: FeatureBank, targets: torch.Tensor, t
 def run_distillation(cfg: DistillConfig, out_dir: str | Path) -> Path:
     """Distil the adapter of a fresh ``cfg.arch`` segmenter and write a checkpoint directory
     (the other parts keep their initialisation; ``dinoseg train --init DIR`` starts from it)."""
-    from dinoseg.teachers import TEACHER_NOTES, build_teacher
+    from dinoseg.teachers import build_teacher
 
     if cfg.smoke:
         cfg = cfg.smoke_overrides()
@@ -107,7 +107,16 @@ def run_distillation(cfg: DistillConfig, out_dir: str | Path) -> Path:
         arch_kwargs=arch_config(model),
         version=out.name,
     )
-    card = (f"# Distilled adapter ({cfg.arch}) from teacher `{cfg.teacher}`\n\n"
+    save_checkpoint(out, model, ck, metrics=metrics, card=_card(cfg, distilled, untrained))
+    save_resolved(cfg, out)
+    return out
+
+
+def _card(cfg: DistillConfig, distilled: dict[str, float], untrained: dict[str, float]) -> str:
+    """The distilled checkpoint's model card."""
+    from dinoseg.teachers import TEACHER_NOTES
+
+    return (f"# Distilled adapter ({cfg.arch}) from teacher `{cfg.teacher}`\n\n"
             f"- Data: {cfg.data} ({cfg.split}, at most {cfg.max_images} images; labels "
             "unused)\n"
             f"- Teacher: {TEACHER_NOTES.get(cfg.teacher, cfg.teacher)}\n"
@@ -117,6 +126,3 @@ def run_distillation(cfg: DistillConfig, out_dir: str | Path) -> Path:
             f"({untrained['mse']:.3f}).\n\n"
             "Only the adapter is trained; the rest of the segmenter is at initialisation — "
             "start `dinoseg train --init` from this directory.\n")
-    save_checkpoint(out, model, ck, metrics=metrics, card=card)
-    save_resolved(cfg, out)
-    return out

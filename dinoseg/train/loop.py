@@ -88,6 +88,32 @@ def _load_state(out: Path, model: nn.Module, opt: torch.optim.Optimizer
     return int(state["step"]), float(state["best"]), json.loads(state["history"])
 
 
+def _step(model: nn.Module, opt: torch.optim.Optimizer, params: list[nn.Parameter],
+          episodes: TrainEpisodes, cfg: TrainConfig, step: int) -> float:
+    """One optimiser step over ``cfg.batch_size`` episodes; returns the batch's mean loss."""
+    for g in opt.param_groups:
+        g["lr"] = cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.steps)
+    opt.zero_grad(set_to_none=True)
+    batches = episodes.sample(step, cfg.batch_size)
+    n = sum(len(b.class_ids) for b in batches)
+    total = 0.0
+    for b in batches:
+        logits = model(b.query_feats, b.support_feats, b.support_masks)
+        loss = bce_dice_loss(logits, b.target, b.valid, dice_weight=cfg.dice_weight)
+        (loss * len(b.class_ids) / n).backward()
+        total += loss.item() * len(b.class_ids) / n
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    return total
+
+
+def _keep_best(model: nn.Module, out: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "best.safetensors"))
+
+
 def train_steps(
     model: nn.Module,
     episodes: TrainEpisodes,
@@ -101,10 +127,8 @@ def train_steps(
     """Run the schedule; keep the best-validating weights in ``out/best.safetensors``.
 
     Returns:
-        ``{"best_miou", "history", "seconds"}``.
+        ``{"best_miou", "history", "seconds", "config"}``.
     """
-    from safetensors.torch import save_file
-
     out.mkdir(parents=True, exist_ok=True)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -118,18 +142,7 @@ def train_steps(
     bar = tqdm(total=cfg.steps, initial=step, desc="train", leave=False)
     running = 0.0
     while step < cfg.steps:
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * lr_factor(step, cfg.warmup_steps, cfg.steps)
-        opt.zero_grad(set_to_none=True)
-        batches = episodes.sample(step, cfg.batch_size)
-        n = sum(len(b.class_ids) for b in batches)
-        for b in batches:
-            logits = model(b.query_feats, b.support_feats, b.support_masks)
-            loss = bce_dice_loss(logits, b.target, b.valid, dice_weight=cfg.dice_weight)
-            (loss * len(b.class_ids) / n).backward()
-            running += loss.item() * len(b.class_ids) / n
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        running += _step(model, opt, params, episodes, cfg, step)
         step += 1
         bar.update(1)
         if step % cfg.epoch_steps == 0 or step == cfg.steps:
@@ -141,8 +154,7 @@ def train_steps(
             bar.set_postfix(loss=f"{record['loss']:.3f}", val_miou=f"{val['miou']:.1f}")
             if val["miou"] > best:
                 best = val["miou"]
-                state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-                save_file(state, str(out / "best.safetensors"))
+                _keep_best(model, out)
             _save_state(out, model, opt, step, best, history)
             if on_epoch:
                 on_epoch(record)
