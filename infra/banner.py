@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from dinoseg import runtime
 from infra.supervisor import ROOT, Service, Supervisor, redact
 
-if TYPE_CHECKING:
-    from infra.stack import StackConfig
+
+class Asked(Protocol):
+    """What the banner reads of the stack's configuration (``infra.stack.StackConfig``)."""
+
+    workers: int
+    labelstudio: bool | None
 
 
-def banner(sup: Supervisor, cfg: StackConfig, env: Mapping[str, str]) -> str:
+def banner(sup: Supervisor, cfg: Asked, env: Mapping[str, str]) -> str:
     """What is up and where, printed once the app (and the worker) answer (no passwords)."""
     by_name = {s.name: s for s in sup.services}
     lines = ["dinoseg demo is up:", f"  app           {by_name['app'].url}"]
