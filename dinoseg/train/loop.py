@@ -32,7 +32,7 @@ class TrainConfig:
     data: str = "../shared/data/camvid"
     train_split: str = "train"
     val_split: str = "val"
-    fold: int = 0
+    fold: int = 0  # held-out classes of the benchmark; -1 = none, every class trained (served)
     arch: str = SERVED_ARCH  # a dinoseg.models.SEGMENTER_REGISTRY entry
     backbone: str = DEFAULT_BACKBONE
     layers: tuple[int, ...] = DEFAULT_LAYERS
@@ -53,6 +53,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     init: str = ""  # a distilled checkpoint directory whose adapter weights start the run
+    # what init gives: "adapter" (a distilled checkpoint's) | "all" (warm start: every weight of
+    # a trained checkpoint of the same arch, e.g. the champion, when the classes stay or grow)
+    init_weights: str = "adapter"
     feature_cache: str = ""  # directory for cached backbone features ("" = memory only)
     smoke: bool = False
 

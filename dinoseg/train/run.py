@@ -14,6 +14,7 @@ from dinoseg.backbone import DinoBackbone, load_backbone
 from dinoseg.checkpoint import CheckpointConfig, arch_config, save_checkpoint
 from dinoseg.config import save_resolved
 from dinoseg.data import FolderDataset
+from dinoseg.data.folds import Fold, dataset_fold
 from dinoseg.feature_cache import FeatureCache
 from dinoseg.io import InputError
 from dinoseg.models import build_segmenter, count_parameters
@@ -27,7 +28,8 @@ log = logging.getLogger(__name__)
 
 
 def init_from(model: nn.Module, ckpt_dir: str, prefix: str = "adapter.") -> int:
-    """Copy the ``prefix`` weights of a checkpoint (e.g. a distilled adapter) into ``model``.
+    """Copy the ``prefix`` weights of a checkpoint (e.g. a distilled adapter) into ``model``;
+    ``prefix=""`` copies every weight (a warm start: the checkpoint must be of the same arch).
 
     Returns:
         the number of tensors copied.
@@ -38,10 +40,23 @@ def init_from(model: nn.Module, ckpt_dir: str, prefix: str = "adapter.") -> int:
     wanted = {k: v for k, v in state.items() if k.startswith(prefix)}
     if not wanted:
         raise ValueError(f"{ckpt_dir}: no {prefix}* weights to start from")
-    _, unexpected = model.load_state_dict(wanted, strict=False)
-    if unexpected:
-        raise ValueError(f"{ckpt_dir}: weights do not fit this model: {unexpected[:5]}")
+    missing, unexpected = model.load_state_dict(wanted, strict=False)
+    if unexpected or (not prefix and missing):
+        raise ValueError(f"{ckpt_dir}: weights do not fit this model: "
+                         f"{(unexpected or missing)[:5]}")
     return len(wanted)
+
+
+#: What ``TrainConfig.init_weights`` copies from ``init``: the weight-name prefix.
+INIT_PREFIXES = {"adapter": "adapter.", "all": ""}
+
+
+def run_fold(cfg: TrainConfig, ds: FolderDataset) -> Fold:
+    """``cfg.fold`` of the dataset; fold -1 trains every class and holds none out (validation
+    then runs on every class)."""
+    if cfg.fold == -1:
+        return Fold("all", -1, 0, ds.class_ids, ())
+    return dataset_fold(ds.class_names, ds.class_ids, cfg.fold)
 
 
 def view_source(cfg: TrainConfig, bank: FeatureBank, backbone: DinoBackbone) -> ViewSource:
@@ -72,7 +87,7 @@ def _teacher_line(init: str) -> str:
 def model_card(cfg: TrainConfig, fold: Any, names: dict[int, str], result: dict[str, Any],
                n_params: int) -> str:
     base = ", ".join(names[c] for c in fold.base)
-    novel = ", ".join(names[c] for c in fold.novel)
+    novel = ", ".join(names[c] for c in fold.novel) or "none (fold -1, every class trained)"
     views = (f"fresh encoder features of pixel-augmented images (augment {cfg.augment})"
              if cfg.augment else "cached encoder features")
     return (
@@ -101,8 +116,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *,
     ``out_dir``; intermediate state lives in ``out_dir/work`` so a rerun resumes."""
     from safetensors.torch import load_file
 
-    from dinoseg.data.folds import dataset_fold
-
+    if cfg.init_weights not in INIT_PREFIXES:
+        raise InputError(f"init_weights={cfg.init_weights!r}: use {' or '.join(INIT_PREFIXES)}")
     if not 0.0 <= cfg.augment < 1.0:  # checked before the feature banks are built
         raise InputError(f"augment must be in [0, 1) (0 = off), got {cfg.augment}")
     if cfg.smoke:
@@ -114,7 +129,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *,
     save_resolved(cfg, work)
     train_ds = FolderDataset(cfg.data, cfg.train_split)
     val_ds = FolderDataset(cfg.data, cfg.val_split)
-    fold = dataset_fold(train_ds.class_names, train_ds.class_ids, cfg.fold)
+    fold = run_fold(cfg, train_ds)
     backbone = load_backbone(cfg.backbone, layers=cfg.layers)
     cache = FeatureCache(max_bytes=0, disk_dir=cfg.feature_cache or None)
     banks = [FeatureBank(ds, backbone, image_size=cfg.image_size, cache=cache)
@@ -122,11 +137,12 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *,
     model = build_segmenter(cfg.arch, backbone_dim=backbone.embed_dim,
                             num_layers=len(cfg.layers))
     if cfg.init:
-        log.info("adapter: %d tensors from %s", init_from(model, cfg.init), cfg.init)
+        copied = init_from(model, cfg.init, INIT_PREFIXES[cfg.init_weights])
+        log.info("%s: %d tensors from %s", cfg.init_weights, copied, cfg.init)
     episodes = TrainEpisodes(banks[0], fold.base, shots=cfg.shots, min_area=cfg.min_area,
                              seed=cfg.seed, views=view_source(cfg, banks[0], backbone))
-    validator = BankValidator(banks[1], fold.novel, shots=cfg.shots, episodes=cfg.val_episodes,
-                              seed=cfg.seed, min_area=cfg.min_area)
+    validator = BankValidator(banks[1], fold.novel or fold.base, shots=cfg.shots,
+                              episodes=cfg.val_episodes, seed=cfg.seed, min_area=cfg.min_area)
     result = train_steps(model, episodes, validator, cfg, work, on_epoch=on_epoch)
     model.load_state_dict(load_file(str(work / "best.safetensors")))
     n_params = count_parameters(model)
