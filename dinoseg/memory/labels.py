@@ -1,0 +1,86 @@
+"""What the memory keeps of one labelled image besides its features: content hashes and the
+per-patch class fractions of its label map.
+
+Class identity is by **name**: a label map comes with its dataset's ``id -> name`` map, and
+pixels whose label has no name (void / ignore) are excluded from every fraction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dinoseg.preprocess import Geometry
+
+#: A patch takes part in votes when at least this share of its pixels is labelled.
+MIN_LABELLED = 0.5
+_SEPARATORS = re.compile(r"[\s_]+")
+
+
+def class_key(name: str) -> str:
+    """How the memory compares class names: lower case, runs of spaces / underscores -> ``_``
+    (``"Sign Symbol"`` is CamVid's ``sign_symbol``)."""
+    return _SEPARATORS.sub("_", name.strip().lower()).strip("_")
+
+
+def image_hash(image: np.ndarray) -> str:
+    """SHA-256 (hex) of an (H, W, 3) uint8 image's pixels and shape: the same picture decoded
+    from any file (or received as an array by the predictor) has the same hash."""
+    x = np.ascontiguousarray(image, dtype=np.uint8)
+    h = hashlib.sha256(f"image|{x.shape}|".encode())
+    h.update(x.tobytes())
+    return h.hexdigest()
+
+
+def label_hash(labels: np.ndarray, class_names: Mapping[int, str]) -> str:
+    """SHA-256 (hex) of an (H, W) label map read by class *name* (unnamed labels = ignore)."""
+    x = np.ascontiguousarray(labels, dtype=np.int64)
+    present = sorted(int(v) for v in np.unique(x))
+    names = [f"{v}={class_key(class_names[v])}" if v in class_names else f"{v}=" for v in present]
+    h = hashlib.sha256(f"labels|{x.shape}|{','.join(names)}|".encode())
+    h.update(x.tobytes())
+    return h.hexdigest()
+
+
+def patch_fractions(
+    labels: np.ndarray, class_names: Mapping[int, str], geom: Geometry, patch: int
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per-patch class fractions of a label map on the encoder's patch grid.
+
+    The label map is resized (nearest) onto ``geom.resized`` and padded to ``geom.padded``
+    (padding = unlabelled), as :func:`dinoseg.preprocess.image_to_tensor` does to the image.
+
+    Args:
+        labels: (H, W) integer class ids at the image's size.
+        class_names: id -> name; other labels are ignore.
+        geom: the image's geometry at the memory's working size.
+        patch: the encoder's patch size.
+
+    Returns:
+        ``(names, fractions, labelled)``: the M class names present (:func:`class_key` form,
+        sorted), (P, M) float32
+        share of each patch's *labelled* pixels per class (P = h * w, row-major), and (P,)
+        float32 share of each patch's pixels that are labelled.
+    """
+    lab = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))[None, None].float()
+    lab = F.interpolate(lab, size=geom.resized, mode="nearest")[0, 0].long()
+    rh, rw = geom.resized
+    ph, pw = geom.padded
+    lab = F.pad(lab, (0, pw - rw, 0, ph - rh), value=-1)
+    present = sorted(int(v) for v in torch.unique(lab).tolist() if int(v) in class_names)
+    by_name: dict[str, list[int]] = {}
+    for v in present:  # two ids may share a name: their pixels add up
+        by_name.setdefault(class_key(class_names[v]), []).append(v)
+    names = sorted(by_name)
+    planes = [torch.isin(lab, torch.tensor(by_name[n])).float() for n in names]
+    labelled = torch.isin(lab, torch.tensor(present or [-2])).float()
+    stack = torch.stack([*planes, labelled])[None]  # (1, M + 1, Hp, Wp)
+    pooled = F.avg_pool2d(stack, patch)[0].reshape(len(names) + 1, -1)  # (M + 1, P)
+    cover = pooled[-1]
+    fractions = (pooled[:-1] / cover.clamp_min(1e-6)).T.contiguous()
+    return names, fractions.numpy(), cover.numpy()
