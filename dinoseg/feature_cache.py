@@ -225,6 +225,8 @@ class CachedPredictor(FewShotPredictor):
             base.model, base.backbone, image_size=base.image_size, threshold=base.threshold,
             batch_size=base.batch_size, model_id=base.model_id,
         )  # fmt: skip
+        self.memory, self.memory_mode = base.memory, base.memory_mode
+        self._memory_layer = base._memory_layer
         self.cache = cache
         self.encode_seconds = 0.0
 

@@ -1,4 +1,5 @@
-"""Model specs, parsed in one place: ``prototype`` | a checkpoint directory | ``scheme:/...``.
+"""Model specs, parsed in one place: ``prototype`` | ``knn`` | a checkpoint directory |
+``scheme:/...``.
 
 A ``scheme:/...`` spec (``models:/dinoseg-segmenter@champion``) names a model in a registry; a
 resolver plug-in turns it into a checkpoint directory. Resolvers are entry points in the
@@ -16,10 +17,11 @@ from typing import Literal
 from dinoseg.io import InputError
 
 PROTOTYPE = "prototype"
+KNN = "knn"  # the nearest-neighbour vote over labelled patches (training-free, like prototype)
 RESOLVER_GROUP = "dinoseg.model_resolvers"
 _SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*):/")
 
-Kind = Literal["prototype", "checkpoint", "registry"]
+Kind = Literal["prototype", "knn", "checkpoint", "registry"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class ModelSpec:
 
     Attributes:
         text: the spec as given.
-        kind: ``prototype`` (the training-free baseline), ``checkpoint`` (a directory path,
+        kind: ``prototype`` / ``knn`` (training-free models), ``checkpoint`` (a directory path,
             checked when loaded) or ``registry`` (``scheme:/...``, resolved by a plug-in).
         scheme: the registry scheme (``models``) for a registry spec, else None.
     """
@@ -49,6 +51,8 @@ def parse_model_spec(spec: object) -> ModelSpec:
     spec = spec.strip()
     if spec == PROTOTYPE:
         return ModelSpec(spec, "prototype")
+    if spec == KNN:
+        return ModelSpec(spec, "knn")
     match = _SCHEME.match(spec)
     if match is not None:
         return ModelSpec(spec, "registry", match.group(1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,6 +14,9 @@ from torch import Tensor, nn
 from dinoseg.backbone import DEFAULT_BACKBONE, DinoBackbone, load_backbone
 from dinoseg.confidence import mask_confidence
 from dinoseg.io import InputError
+from dinoseg.memory.labels import image_hash
+from dinoseg.memory.vote import MemoryMode, memory_vote
+from dinoseg.models.knn import prob_to_logits, support_keys
 from dinoseg.modelspec import parse_model_spec, resolve_model_spec
 from dinoseg.preprocess import (
     Geometry,
@@ -21,6 +25,9 @@ from dinoseg.preprocess import (
     mask_to_tensor,
     plan_geometry,
 )
+
+if TYPE_CHECKING:
+    from dinoseg.memory.store import SupportMemory
 
 #: Default long side (px) images are resized to before encoding (see README, "Image size").
 DEFAULT_IMAGE_SIZE = 448
@@ -35,11 +42,14 @@ class Prediction:
         mask: (H, W) bool at the query's original resolution.
         prob: (H, W) float32 foreground probability.
         confidence: scalar in [0, 1] (:func:`dinoseg.confidence.mask_confidence`).
+        retrieved: content hashes of the memory's labelled images that voted (best first;
+            empty without a memory).
     """
 
     mask: np.ndarray
     prob: np.ndarray
     confidence: float
+    retrieved: tuple[str, ...] = ()
 
 
 def _check_image(image: np.ndarray, what: str) -> None:
@@ -52,6 +62,11 @@ def _check_image(image: np.ndarray, what: str) -> None:
 
 class FewShotPredictor:
     """Stateful few-shot predictor (the support is encoded once and cached).
+
+    With a support memory attached (:meth:`attach_memory`) and a class named in
+    :meth:`set_support`, each query also retrieves the memory's most similar labelled images of
+    that class (never the query itself nor the supports, by content hash) and mixes their
+    nearest-neighbour vote into the model's output (:class:`dinoseg.memory.MemoryMode`).
 
     Args:
         model: a few-shot model (``forward(query_feats, support_feats, support_masks)``).
@@ -81,6 +96,35 @@ class FewShotPredictor:
         self.batch_size = max(1, batch_size)
         self.model_id = model_id
         self._support: tuple[list[Tensor], Tensor] | None = None
+        self.memory: SupportMemory | None = None
+        self.memory_mode = MemoryMode()
+        self._memory_layer = -1
+        self.class_name: str | None = None
+        self._support_hashes: frozenset[str] = frozenset()
+        self._support_keys: tuple[Tensor, Tensor] | None = None
+
+    def attach_memory(self, memory: SupportMemory | None, mode: MemoryMode | None = None) -> None:
+        """Use ``memory`` for requests that name a class (``None`` detaches it).
+
+        Raises :class:`InputError` when the memory was built with another backbone or a block
+        this predictor's backbone does not return.
+        """
+        if memory is not None:
+            from dinoseg.feature_cache import weights_digest
+            from dinoseg.memory.encoder import check_compatible
+
+            self._memory_layer = check_compatible(
+                memory.settings, self.backbone, weights_digest(self.backbone)
+            )
+        self.memory = memory
+        if mode is not None:
+            self.memory_mode = mode
+        self._support_keys = None
+
+    @property
+    def uses_memory(self) -> bool:
+        """Whether :meth:`predict` consults the memory (one is attached and a class is named)."""
+        return self.memory is not None and self.class_name is not None
 
     def _geometry(self, image: np.ndarray) -> Geometry:
         h, w = image.shape[:2]
@@ -90,7 +134,12 @@ class FewShotPredictor:
         """(B, 3, Hp, Wp) normalised -> one (B, C, Hp/14, Wp/14) tensor per backbone layer."""
         return self.backbone(pixels)
 
-    def set_support(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> None:
+    def set_support(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray],
+        class_name: str | None = None,
+    ) -> None:
         """Encode and cache the support set.
 
         All supports are resized onto the geometry of the first one.
@@ -98,6 +147,8 @@ class FewShotPredictor:
         Args:
             images: K (H_k, W_k, 3) uint8 images.
             masks: K (H_k, W_k) bool foreground masks (non-empty).
+            class_name: what the masks mark (e.g. ``"road"``); with an attached memory the
+                queries also use its labelled images of this class. ``None``: the support alone.
         """
         if not images:
             raise InputError("at least one support image with a mask is needed")
@@ -122,6 +173,9 @@ class FewShotPredictor:
         )
         feats = [f[None] for f in self.encode(pix)]  # (1, K, C, h, w)
         self._support = (feats, msk[None])  # masks (1, K, Hp, Wp)
+        self.class_name = class_name
+        self._support_hashes = frozenset(image_hash(i) for i in images if class_name)
+        self._support_keys = None
 
     @property
     def has_support(self) -> bool:
@@ -165,11 +219,36 @@ class FewShotPredictor:
         s_feats_b = [f.expand(b, *f.shape[1:]) for f in s_feats]
         logits = self.model(q_feats, s_feats_b, s_masks.expand(b, *s_masks.shape[1:]))
         out = []
+        retrieved: tuple[str, ...]
         for j, g in enumerate(geoms):
-            prob = logits_to_image(logits[j], g).numpy().astype(np.float32)
+            logit, retrieved = logits[j], ()
+            if self.uses_memory:
+                logit, retrieved = self._with_memory(logit, q_feats, j, images[j], g)
+            prob = logits_to_image(logit, g).numpy().astype(np.float32)
             conf = mask_confidence(prob, threshold=self.threshold)
-            out.append(Prediction(mask=prob > self.threshold, prob=prob, confidence=conf))
+            out.append(Prediction(prob > self.threshold, prob, conf, retrieved))
         return out
+
+    def _with_memory(
+        self, logit: Tensor, q_feats: list[Tensor], j: int, image: np.ndarray, geom: Geometry
+    ) -> tuple[Tensor, tuple[str, ...]]:
+        """Query ``j``'s (1, h', w') logits mixed with the memory vote (see :class:`MemoryMode`)."""
+        assert self.memory is not None and self.class_name is not None and self._support
+        if self._support_keys is None:
+            s_feats, s_masks = self._support
+            self._support_keys = support_keys(s_feats[self._memory_layer][0], s_masks[0])
+        exclude = self._support_hashes | {image_hash(image)}
+        query = q_feats[self._memory_layer][j]
+        mode = self.memory_mode
+        vote, hashes = memory_vote(
+            query, geom, self._support_keys, self.memory, self.class_name, mode, exclude
+        )
+        if vote is None:
+            return logit, ()
+        size = logit.shape[-2:]
+        vote = torch.nn.functional.interpolate(vote[None, None], size=size, mode="bilinear")[0]
+        prob = mode.weight * vote + (1 - mode.weight) * torch.sigmoid(logit.float())
+        return prob_to_logits(prob), tuple(hashes)
 
 
 def load_predictor(
@@ -179,27 +258,47 @@ def load_predictor(
     layers: Sequence[int] | None = None,
     image_size: int | None = None,
     threshold: float | None = None,
+    memory: str | Path | SupportMemory | None = None,
+    memory_mode: MemoryMode | None = None,
 ) -> FewShotPredictor:
     """Build a predictor from a model spec.
 
     Args:
-        model_spec: ``prototype``, a checkpoint directory, or a ``scheme:/...`` spec such as
-            ``models:/dinoseg-segmenter@champion`` handed to a resolver plug-in
-            (:func:`dinoseg.modelspec.resolve_model_spec`).
+        model_spec: ``prototype`` or ``knn`` (training-free), a checkpoint directory, or a
+            ``scheme:/...`` spec such as ``models:/dinoseg-segmenter@champion`` handed to a
+            resolver plug-in (:func:`dinoseg.modelspec.resolve_model_spec`).
         backbone: override of the backbone spec (default: the checkpoint's, else
             ``packaged:dinov2-s``).
+        memory: a support memory (or its directory) to attach (:meth:`attach_memory`).
+        memory_mode: how to use it (default :class:`MemoryMode`).
     """
+    predictor = _load_model(model_spec, backbone, layers, image_size, threshold)
+    if memory is not None:
+        from dinoseg.memory.store import SupportMemory
+
+        mem = memory if isinstance(memory, SupportMemory) else SupportMemory.open(memory)
+        predictor.attach_memory(mem, memory_mode)
+    return predictor
+
+
+def _load_model(
+    model_spec: str,
+    backbone: str | None,
+    layers: Sequence[int] | None,
+    image_size: int | None,
+    threshold: float | None,
+) -> FewShotPredictor:
     spec = parse_model_spec(model_spec)
-    if spec.kind == "prototype":
-        from dinoseg.models.prototype import PrototypeBaseline
+    if spec.kind in ("prototype", "knn"):
+        from dinoseg.models.build import build_segmenter
 
         bb = load_backbone(backbone or DEFAULT_BACKBONE, layers=layers)
         return FewShotPredictor(
-            PrototypeBaseline(),
+            build_segmenter(spec.kind),
             bb,
             image_size=image_size or DEFAULT_IMAGE_SIZE,
             threshold=threshold or 0.5,
-            model_id="prototype",
+            model_id=spec.kind,
         )
     model_id: str | None = None
     model_spec = spec.text

@@ -62,6 +62,13 @@ def _build_prototype(**overrides: Any) -> nn.Module:
     return PrototypeBaseline(**overrides)
 
 
+def _build_knn(**overrides: Any) -> nn.Module:
+    """Training-free nearest-neighbour vote over the support's labelled patches."""
+    from dinoseg.models.knn import KnnVote
+
+    return KnnVote(**overrides)
+
+
 # The served recipe (README results, `dinoseg train` / `distill` default): fsdino-s with the
 # prototype residual (without it: 4.8 mIoU on CamVid fold 0 novel classes, with it 38.9) and
 # 4D-convolution strides (4, 2, 2), which halve its CPU cost (docs/training-notes.md).
@@ -85,6 +92,7 @@ SEGMENTER_REGISTRY: dict[str, Callable[..., nn.Module]] = {
         name="fsdino-tiny-residual", **_TINY, **_SERVED
     ),
     "prototype": _build_prototype,
+    "knn": _build_knn,
 }
 
 
