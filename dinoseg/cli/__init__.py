@@ -23,6 +23,7 @@ COMMANDS = {
     "models": "dinoseg.cli.models",
     "aerial": "dinoseg.cli.aerial",
     "split": "dinoseg.cli.split",
+    "memory": "dinoseg.cli.memory",
     "heads": "dinoseg.cli.heads",
 }
 PLUGIN_GROUP = "dinoseg.commands"

@@ -65,6 +65,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="keep backbone features on disk here, shared by later runs",
     )
     p.add_argument("--cache-gb", type=float, default=2.0, help="in-memory feature cache budget")
+    p.add_argument(
+        "--memory",
+        default=None,
+        metavar="DATA[:SPLIT]|DIR",
+        help="support memory: a memory directory, or a dataset split built into one "
+        "(--memory-dir); each model then also runs with it, on the same episodes",
+    )
+    p.add_argument(
+        "--memory-k",
+        action="append",
+        default=None,
+        metavar="K",
+        help="labelled images retrieved per query, or 'all' (repeatable; default 30)",
+    )
+    p.add_argument(
+        "--memory-dir",
+        type=Path,
+        default=None,
+        help="where a --memory DATA:SPLIT is built (default: under $DINOSEG_CACHE/memory)",
+    )
     p.add_argument("--examples", type=int, default=3, help="example overlays to draw")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -116,7 +136,42 @@ def _load_models(specs: list[str], args: argparse.Namespace) -> dict[str, Any]:
             raise
         except ValueError as e:  # e.g. a backbone spec load_backbone does not understand
             raise InputError(f"--model {spec}: {e}") from e
+    if args.memory is not None:
+        models.update(_memory_models(models, args))
     return models
+
+
+def memory_ks(values: list[str] | None) -> list[int | None]:
+    """``--memory-k`` values -> retrieved images per query (``None`` = all); default [30]."""
+    out: list[int | None] = []
+    for v in values or ["30"]:
+        if v.lower() == "all":
+            out.append(None)
+        elif v.isdigit():
+            out.append(int(v))
+        else:
+            raise InputError(f"--memory-k {v}: give a whole number of images or 'all'")
+    return list(dict.fromkeys(out))
+
+
+def _memory_models(models: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """``<spec>+memory@K`` for every model and K: the same model and backbone with the memory."""
+    from dinoseg.cli.memory import open_memory
+    from dinoseg.memory.vote import MemoryMode
+    from dinoseg.predictor import FewShotPredictor
+
+    first = next(iter(models.values()))
+    memory = open_memory(args.memory, first.backbone, args.image_size, args.memory_dir)
+    out = {}
+    for spec, base in models.items():
+        for k in memory_ks(args.memory_k):
+            p = FewShotPredictor(
+                base.model, base.backbone, image_size=base.image_size,
+                threshold=base.threshold, batch_size=base.batch_size, model_id=base.model_id,
+            )  # fmt: skip
+            p.attach_memory(memory, MemoryMode(images=k))
+            out[f"{spec}+memory@{'all' if k is None else k}"] = p
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -147,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
         "requested_backbone": args.backbone,
         "models": specs,
         "feature_cache_dir": str(args.feature_cache) if args.feature_cache else None,
+        "memory": args.memory,
+        "memory_k": args.memory_k,
     }
     result = evaluate(
         models,
@@ -157,8 +214,8 @@ def run(args: argparse.Namespace) -> int:
         n_examples=args.examples,
         progress=not args.no_progress,
     )
-    for spec in specs:
-        result.report["models"][spec]["spec"] = spec
+    for name, entry in result.report["models"].items():
+        entry["spec"] = name.split("+memory@")[0]
     write_outputs(result, args.out)
     print(format_table(result.report), flush=True)
     print(f"report: {args.out}", flush=True)

@@ -51,6 +51,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=None, help="long side fed to the encoder")
     p.add_argument("--threshold", type=float, default=None, help="foreground probability cut")
     p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
+    p.add_argument(
+        "--class-name",
+        default=None,
+        metavar="NAME",
+        help="what the support masks mark (e.g. road); with --memory its labelled images help",
+    )
+    p.add_argument(
+        "--memory",
+        default=None,
+        metavar="DIR|DATA[:SPLIT]",
+        help="support memory (dinoseg memory build), or a dataset split to build one from",
+    )
+    p.add_argument(
+        "--memory-k",
+        default="30",
+        metavar="K",
+        help="labelled images retrieved per query, or 'all' (default 30)",
+    )
 
 
 def _out_names(queries: list[Path]) -> list[str]:
@@ -78,10 +96,21 @@ def run(args: argparse.Namespace) -> int:
     images = [load_image(q) for q in queries]  # validate every input before any work
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out {args.out} exists and is not a directory")
+    if args.memory is not None and not args.class_name:
+        raise InputError("--memory needs --class-name (the class the support masks mark)")
     predictor = load_predictor(
         args.model, backbone=args.backbone, image_size=args.image_size, threshold=args.threshold
     )
-    predictor.set_support([s[0] for s in supports], [s[1] for s in supports])
+    if args.memory is not None:
+        from dinoseg.cli.evaluate import memory_ks
+        from dinoseg.cli.memory import open_memory
+        from dinoseg.memory.vote import MemoryMode
+
+        memory = open_memory(args.memory, predictor.backbone, args.image_size, None)
+        predictor.attach_memory(memory, MemoryMode(images=memory_ks([args.memory_k])[0]))
+    predictor.set_support(
+        [s[0] for s in supports], [s[1] for s in supports], class_name=args.class_name
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     for path, name, img, pred in zip(
         queries, _out_names(queries), images, predictor.predict(images), strict=True
@@ -96,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
             "model": predictor.model_id,
             "shots": len(supports),
         }
+        if args.class_name:
+            record["class_name"] = args.class_name
+        if args.memory is not None:
+            record["memory_images"] = len(pred.retrieved)
         if args.overlay:
             ov = args.out / f"{name}_overlay.png"
             Image.fromarray(overlay(img, pred.mask)).save(ov)

@@ -4,8 +4,12 @@
 call it); it returns a JSON-ready report plus a few example episodes for pictures
 (:mod:`dinoseg.eval.report` writes both). Models are named predictors: a variant to compare (other
 weights, backbone, image size, support memory ...) is one more named entry, and every entry sees
-exactly the same episodes. Per episode and model: ``set_support(supports, masks == 1)``,
-``predict([query])``, then the meter update.
+exactly the same episodes. Per episode and model: ``set_support(supports, masks == 1,
+class_name=<the episode class's name>)``, ``predict([query])``, then the meter update. A model
+with a support memory attached (:meth:`~dinoseg.predictor.FewShotPredictor.attach_memory`)
+retrieves labelled images of the episode's class per query; the episode's own query and its
+supports are never retrieved (excluded by content hash), so the same episodes run with and
+without a memory.
 
 Timing per model: ``seconds_per_episode`` covers ``set_support`` + ``predict``; its encoder
 share (``encoder_seconds_per_episode``: hashing, cache look-ups and the backbone on misses) is
@@ -19,7 +23,8 @@ Report layout (rates in percent, as :meth:`SegmentationMeter.summary`)::
     settings   shots, episodes, seed, min_area, classes, class_names, skipped_classes,
                image_size, backbone {spec, layers} (a name -> value map where models differ),
                + the caller's extras (data, split, fold ...)
-    models     name -> {model_id, backbone, image_size, threshold,
+    models     name -> {model_id, backbone, image_size, threshold, memory (None or
+                        {root, version, images, encoder, mode}),
                         metrics (SegmentationMeter.summary()), timing, episodes}
     timing     wall_seconds, data_seconds_per_episode
     feature_cache  hits / misses / encoder seconds
@@ -127,15 +132,19 @@ class _ModelRun:
 
     def run(self, ep: Episode, index: int) -> Prediction:
         start = time.perf_counter()
-        self.predictor.set_support(ep["support_images"], [m == 1 for m in ep["support_masks"]])
+        name = self.meter.class_names.get(ep["class_id"], str(ep["class_id"]))
+        masks = [m == 1 for m in ep["support_masks"]]
+        self.predictor.set_support(ep["support_images"], masks, class_name=name)
         pred = self.predictor.predict([ep["query_image"]])[0]
         self.seconds += time.perf_counter() - start
         self.meter.update(pred.mask, ep["query_mask"], ep["class_id"])
         iou = episode_iou(pred.mask, ep["query_mask"])
+        p = self.predictor
         self.episodes.append({
             "episode": index, "class_id": ep["class_id"], "query": ep["query_name"],
             "iou": None if iou is None else round(iou, 6),
             "confidence": round(pred.confidence, 6),
+            **({"retrieved": len(pred.retrieved)} if p.memory is not None else {}),
         })  # fmt: skip
         return pred
 
@@ -147,6 +156,7 @@ class _ModelRun:
             "backbone": {"spec": p.backbone.spec, "layers": list(p.backbone.layers)},
             "image_size": p.image_size,
             "threshold": p.threshold,
+            "memory": _memory_info(p),
             "metrics": self.meter.summary(),
             "timing": {
                 "seconds": self.seconds,
@@ -156,6 +166,16 @@ class _ModelRun:
             },
             "episodes": self.episodes,
         }
+
+
+def _memory_info(p: FewShotPredictor) -> dict[str, Any] | None:
+    m = p.memory
+    if m is None:
+        return None
+    return {
+        "root": str(m.root), "version": m.version, "images": len(m),
+        "encoder": m.settings.as_dict(), "mode": p.memory_mode.as_dict(),
+    }  # fmt: skip
 
 
 def _example(ep: Episode, index: int, class_names: Mapping[int, str]) -> Example:
@@ -224,6 +244,13 @@ def _run_episodes(
     return examples, data_seconds
 
 
+def _cached(p: FewShotPredictor, cache: FeatureCache) -> CachedPredictor:
+    """``p`` through ``cache``; a :class:`CachedPredictor` (subclass) on that cache as it is."""
+    if isinstance(p, CachedPredictor) and p.cache is cache:
+        return p
+    return CachedPredictor(p, cache)
+
+
 def evaluate(
     models: Mapping[str, FewShotPredictor],
     sampler: Episodes,
@@ -238,7 +265,8 @@ def evaluate(
 
     Args:
         models: name -> predictor (any backbone; predictors sharing one share cache entries);
-            the report keeps this order.
+            the report keeps this order. Each runs as a :class:`CachedPredictor` copy on
+            ``cache``, unless it already is one on ``cache`` (a subclass keeps its behaviour).
         sampler: the episodes; all models see exactly the same ones.
         class_names: class id -> name for the report.
         cache: feature cache (default: a fresh in-memory one); pass one with a ``disk_dir``
@@ -252,7 +280,7 @@ def evaluate(
     names = dict(class_names or {})
     cache = cache if cache is not None else FeatureCache()
     runs = {
-        name: _ModelRun(CachedPredictor(p, cache), SegmentationMeter(class_names=names))
+        name: _ModelRun(_cached(p, cache), SegmentationMeter(class_names=names))
         for name, p in models.items()
     }
     n, start = len(sampler), time.perf_counter()
