@@ -27,6 +27,9 @@ class ServingConfig:
         layers: backbone blocks override (empty = the checkpoint's / default).
         image_size: encoder long side override (0 = the checkpoint's / default).
         model_check_seconds: how often a worker re-resolves a registry spec (champion alias).
+        memory: the support memory of requests that name a class: ``auto`` (built under the
+            stack's home from the base dataset and the labels), a memory folder, "" = none.
+        memory_images: labelled images of the class retrieved per query (0 = all).
     """
 
     model: str = "models:/dinoseg-segmenter@champion"
@@ -35,6 +38,8 @@ class ServingConfig:
     layers: list[int] = field(default_factory=list)
     image_size: int = 0
     model_check_seconds: float = 30.0
+    memory: str = "auto"
+    memory_images: int = 30
 
 
 @dataclass

@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from dinoseg.io import InputError
 from dinoseg.modelspec import parse_model_spec, resolve_model_spec
@@ -94,13 +95,14 @@ class ModelHolder:
         return predictor
 
     def set_support(
-        self, predictor: FewShotPredictor, key: str, images: Callable[[], tuple[list, list]]
+        self, predictor: FewShotPredictor, key: str, images: Callable[[], tuple[Any, ...]]
     ) -> None:
         """Encode a support set unless ``predictor`` holds the one named ``key`` already.
 
         Args:
-            key: identifies the support set (e.g. a hash of its files).
-            images: returns ``(images, masks)`` when the support must be encoded.
+            key: identifies the support set (e.g. a hash of its files and the class name).
+            images: returns ``(images, masks[, class_name])`` (the arguments of
+                :meth:`FewShotPredictor.set_support`) when the support must be encoded.
         """
         if self._support_keys.get(id(predictor)) == key:
             return

@@ -18,10 +18,12 @@ from dinoseg.data.classnames import PLACEHOLDER
 from serving import store
 
 
-def review_key(query_sha256: str, model_version: str) -> str:
-    """Idempotency key of a review item: query image hash + model version (never two tasks for
-    the same image from the same model)."""
-    return f"{query_sha256[:32]}:{model_version}"
+def review_key(query_sha256: str, model_version: str, class_name: str = PLACEHOLDER) -> str:
+    """Idempotency key of a review item: query image hash + model version (+ the class asked
+    for, when one was named): never two tasks for the same image and class from one model."""
+    if class_name == PLACEHOLDER:
+        return f"{query_sha256[:32]}:{model_version}"
+    return f"{query_sha256[:32]}:{class_name}:{model_version}"
 
 
 @dataclass
@@ -50,7 +52,7 @@ class ReviewItem:
 
     @property
     def key(self) -> str:
-        return review_key(self.query_sha256, self.model_version)
+        return review_key(self.query_sha256, self.model_version, self.class_name)
 
     @property
     def context(self) -> str:

@@ -11,11 +11,12 @@
     {"id", "query", "query_sha256",
      "support": [{"image", "mask", "image_sha256", "mask_sha256"}], "class_name",
      "model_version", "model_spec", "notice", "threshold", "confidence", "needs_review",
-     "height", "width", "created"}
+     "height", "width", "memory": {"version", "retrieved": [image sha256, ...]} | null,
+     "created"}
 
 A record is written into a temporary folder and renamed into place, so readers never see a
 half-written record. Ids are content-derived (:func:`result_id`: inputs + class name + model
-version + threshold, 24 hex): a redelivered task rewrites nothing and a repeated request finds
+version + memory version + threshold, 24 hex): a redelivered task rewrites nothing and a repeated request finds
 its record.
 """
 

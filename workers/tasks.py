@@ -13,7 +13,7 @@ Names and payloads are the contract with the web app (JSON only):
 - ``dinoseg.flush_outbox()`` -> ``{"delivered", "pending"}`` (periodic)
 - ``dinoseg.sync_annotations()`` -> ``{"new_labels", "retrain_queued", "skipped"}`` (periodic)
 - ``dinoseg.retrain()`` -> ``{"returncode", "seconds", ...}`` (``dvc repro``, one at a time)
-- ``dinoseg.status()`` -> ``{"model_version", "review_queue_depth", "outbox_depth",
+- ``dinoseg.status()`` -> ``{"model_version", "memory", "review_queue_depth", "outbox_depth",
   "refused_annotations", "refused_reasons", "label_studio_url"}``
 
 Long tasks report ``PROGRESS`` with ``meta = {"fraction", "desc"}``. Bad input raises
@@ -150,8 +150,10 @@ def flush_outbox(self: ProcessTask) -> dict[str, int]:
           time_limit=600)  # fmt: skip
 def sync_annotations(self: ProcessTask) -> dict[str, Any]:
     review = self.review()
+    memory = self.job.memory
     try:
-        report = sync(review, Path(review.config.labels_dir)).as_dict()
+        report = sync(review, Path(review.config.labels_dir),
+                      on_label=None if memory is None else memory.add_label).as_dict()
     except ls.Unavailable as e:
         return {"new_labels": 0, "retrain_queued": False, "skipped": [], "error": str(e)}
     queued = review.outbox.take_retrain(review.config.retrain_after)
@@ -173,7 +175,7 @@ def status(self: ProcessTask) -> dict[str, Any]:
     outbox = self.outbox
     refused, reasons = outbox.rejections()
     return {
-        "model_version": self.job.holder.last_version,
+        **self.job.status(),
         "review_queue_depth": outbox.awaiting_annotation(),
         "outbox_depth": outbox.depth(),
         "refused_annotations": refused,

@@ -129,3 +129,34 @@ def test_good_annotation_writes_image_mask_and_provenance(labels) -> None:
     assert mask.shape == (H, W) and set(np.unique(mask)) == {1, 255}  # car, unlabelled=ignore
     assert (root / "train/images" / f"{stem}.png").is_file()
     assert json.loads((root / "provenance" / f"{stem}.json").read_text())["task_id"] == 5
+
+
+def test_annotations_of_one_image_merge_and_the_newest_wins(labels) -> None:
+    from workers.labelstudio.convert import mask_to_result
+    from workers.labelstudio.sync import write_label
+
+    root, uploads, info, base = labels
+    allowed = {"road", "car"}
+    task, _ = _task(uploads)
+    car, road = np.zeros((H, W), bool), np.zeros((H, W), bool)
+    car[10:30, 10:40] = True
+    road[50:80, :] = True
+
+    def write(task_id: int, ann_id: int, region: np.ndarray, label: str) -> np.ndarray:
+        t = {**task, "id": task_id, "data": {**task["data"], "class_name": label}}
+        stem = write_label(root, t, {"id": ann_id, "result": [mask_to_result(region, label)]},
+                           allowed, "oracle", base)  # fmt: skip
+        return np.asarray(Image.open(root / "train/masks" / f"{stem}.png"))
+
+    write(1, 11, car, "car")
+    both = write(2, 12, road, "road")  # another task, another class of the same image
+    assert (both[car] == 1).all() and (both[road] == 0).all()
+    moved = np.zeros((H, W), bool)
+    moved[12:32, 60:90] = True
+    fixed = write(1, 13, moved, "car")  # task 1 updated: its old car pixels are gone
+    assert (fixed[moved] == 1).all() and (fixed[car & ~moved] == 255).all()
+    assert (fixed[road] == 0).all()
+    (prov_file,) = (root / "provenance").iterdir()
+    prov = json.loads(prov_file.read_text())
+    assert prov["classes"] == ["car", "road"] and set(prov["tasks"]) == {"1", "2"}
+    assert prov["tasks"]["1"]["annotation_id"] == 13 and prov["annotation_id"] == 13

@@ -134,19 +134,20 @@ def test_segment_in_process_writes_records_and_rejects_bad_images(stack_env: Pro
     assert [i.result_id for i in outcome.review] == [r["id"] for r in reply["results"]]
     for item in outcome.review:  # review items carry the masks still in memory
         np.testing.assert_array_equal(item.mask, store.read_mask(item.result_id))
-        assert item.key == f"{item.query_sha256[:32]}:{reply['model_version']}"
+        assert item.key == f"{item.query_sha256[:32]}:{reply['model_version']}"  # no class named
     assert seen[0] == (0.0, "loading the model") and seen[-1] == (1.0, "done")
     meta = store.read_meta(reply["results"][0]["id"])
     assert meta["support"][0]["image_sha256"] == file_sha256(request["support"][0]["image"])
     assert set(meta) == {"id", "query", "query_sha256", "support", "model_version", "model_spec",
                          "class_name", "notice", "threshold", "confidence", "needs_review", "height", "width",
-                         "created"}  # fmt: skip
+                         "memory", "created"}  # fmt: skip
     assert reply["class_name"] == meta["class_name"] == "object"
     named = job.run({**request, "class_name": "Pedestrian"})
     assert named.reply["class_name"] == "pedestrian"
     assert {r["id"] for r in named.reply["results"]}.isdisjoint(r["id"] for r in reply["results"])
     item = named.review[0]
     assert item.class_name == "pedestrian"
+    assert item.key == f"{item.query_sha256[:32]}:pedestrian:{named.reply['model_version']}"
     assert item.context == f"confidence {item.confidence:.2f} · model {named.reply['model_version']}"
     assert item.supports == [(request["support"][0]["image"], request["support"][0]["mask"])]
     sheet = item.support_sheet(height=60)

@@ -52,7 +52,7 @@ class LocalBackend:
 
     def status(self) -> dict[str, Any]:
         return {
-            "model_version": self.job.holder.last_version,
+            **self.job.status(),
             "review_queue_depth": None,
             "outbox_depth": None,
             "label_studio_url": runtime.label_studio_url(),

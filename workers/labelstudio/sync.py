@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from workers.labelstudio.convert import result_to_mask
 from workers.labelstudio.review import Review
 
 _HEX = re.compile(r"[0-9a-f]{16,64}")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,9 +52,11 @@ class SyncReport:
 
     new_labels: int = 0
     skipped: list[str] = field(default_factory=list)
+    memory_errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"new_labels": self.new_labels, "skipped": self.skipped}
+        return {"new_labels": self.new_labels, "skipped": self.skipped,
+                "memory_errors": self.memory_errors}
 
 
 def _latest(annotations: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -138,34 +142,67 @@ def write_label(
     """Write one annotation's image, mask and provenance; returns the file stem.
 
     Region labels must be classes of ``allowed`` (the review project's labels); a class the
-    labels folder does not know yet gets the next free id in its ``classes.json``. ``root``
-    (the pipeline's ``data/labels`` input) is laid out, with ``base``'s classes.json, only now
-    that there is a label to write: a sync with nothing to write changes nothing.
+    labels folder does not know yet gets the next free id in its ``classes.json``. An image
+    has one label file: annotations of other classes of the same image (other tasks) are kept,
+    the newest annotation of a class replaces that class's pixels, and a task's update replaces
+    what the task drew before. ``root`` (the pipeline's ``data/labels`` input) is laid out,
+    with ``base``'s classes.json, only now that there is a label to write.
     """
-    data = task["data"]
     image_path, stem = _task_query(task)
     image = load_image(image_path)
     regions, placeholders = _regions(ann["result"], image.shape[:2], allowed, task.get("id"))
+    prov_path = root / "provenance" / f"{stem}.json"
     with _labels_lock():
         prepare_labels_dir(root, base)
         ids = {name: add_class(root, name) for _, name in regions}
-        labels = np.full(image.shape[:2], unlabelled_value(read_classes(root)), np.uint8)
-    for mask, name in regions:
-        labels[mask] = ids[name]
-    for old in (root / "train/images").glob(f"{stem}.*"):
-        old.unlink()  # the same image under another suffix
-    _atomic_png(labels, root / "train/masks" / f"{stem}.png")
-    _atomic_copy(image_path, root / "train/images" / f"{stem}{image_path.suffix.lower()}")
-    _atomic_json({
-        "stem": stem, "task_id": task["id"], "annotation_id": ann["id"], "annotator": annotator,
+        info = read_classes(root)
+        prov = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
+        labels = _previous(root / "train/masks" / f"{stem}.png", image.shape[:2], info)
+        before = (prov.get("tasks") or {}).get(str(task["id"]), {}).get("classes", [])
+        by_name = {normalize_class_name(n): c for c, n in info.names.items()}
+        stale = [by_name[n] for n in {*before, *ids} if n in by_name]
+        labels[np.isin(labels, stale)] = unlabelled_value(info)
+        for mask, name in regions:
+            labels[mask] = ids[name]
+        for old in (root / "train/images").glob(f"{stem}.*"):
+            old.unlink()  # the same image under another suffix
+        _atomic_png(labels, root / "train/masks" / f"{stem}.png")
+        _atomic_copy(image_path, root / "train/images" / f"{stem}{image_path.suffix.lower()}")
+        _atomic_json(_provenance(prov, stem, task, ann, annotator, sorted(ids), placeholders),
+                     prov_path)  # fmt: skip
+    return stem
+
+
+def _previous(path: Path, shape: tuple[int, int], info: ClassInfo) -> np.ndarray:
+    """The image's label map so far (other tasks' classes), else all unlabelled."""
+    if path.is_file():
+        with Image.open(path) as img:
+            labels = np.array(img.convert("L"), np.uint8)
+        if labels.shape == shape:
+            return labels
+    return np.full(shape, unlabelled_value(info), np.uint8)
+
+
+def _provenance(
+    prov: dict[str, Any], stem: str, task: dict[str, Any], ann: dict[str, Any], annotator: str,
+    classes: list[str], placeholders: int,
+) -> dict[str, Any]:
+    """The label's provenance: the latest annotation's fields at the top, every task's under
+    ``tasks``."""
+    data = task["data"]
+    latest = {
+        "task_id": task["id"], "annotation_id": ann["id"], "annotator": annotator,
         "annotator_id": ann.get("completed_by"), "created_at": ann.get("created_at"),
         "updated_at": ann.get("updated_at"), "synced_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-        time.gmtime()), "query": str(image_path), "query_sha256": data["dinoseg_query_sha256"],
-        "result_id": data.get("dinoseg_result"), "model_version": _model_version(task),
-        "class_name": data.get("class_name"), "classes": sorted(ids),
-        "unlabelled_regions": placeholders,
-    }, root / "provenance" / f"{stem}.json")  # fmt: skip
-    return stem
+        time.gmtime()), "result_id": data.get("dinoseg_result"),
+        "model_version": _model_version(task), "class_name": data.get("class_name"),
+        "classes": classes, "unlabelled_regions": placeholders,
+    }  # fmt: skip
+    tasks = {**(prov.get("tasks") or {}), str(task["id"]): latest}
+    return {"stem": stem, "query": str(data.get("dinoseg_query")),
+            "query_sha256": data["dinoseg_query_sha256"], **latest,
+            "classes": sorted({c for t in tasks.values() for c in t["classes"]}),
+            "tasks": tasks}  # fmt: skip
 
 
 def _task_query(task: dict[str, Any]) -> tuple[Path, str]:
@@ -198,9 +235,28 @@ def _annotator(client: Any, user_id: int | None, cache: dict[int, str]) -> str:
     return cache[user_id]
 
 
-def sync(review: Review, labels_dir: Path) -> SyncReport:
+#: called with each written label: (image, label map, class id -> name, source)
+OnLabel = Callable[[np.ndarray, np.ndarray, dict[int, str], str], object]
+
+
+def _to_memory(on_label: OnLabel, labels_dir: Path, stem: str, report: SyncReport) -> None:
+    """Hand a written label to the support memory; a failure is reported, never loses the
+    label (it is in ``labels_dir``, and the memory's next build syncs it)."""
+    try:
+        from dinoseg.data.folder import FolderDataset
+
+        image, labels = FolderDataset(labels_dir, "train").load_stem(stem)
+        names = {c: normalize_class_name(n) for c, n in read_classes(labels_dir).names.items()}
+        on_label(image, labels, names, f"{labels_dir}:train/{stem}")
+    except Exception as e:
+        log.exception("label %s not added to the support memory", stem)
+        report.memory_errors.append(f"{stem}: {type(e).__name__}: {e}")
+
+
+def sync(review: Review, labels_dir: Path, on_label: OnLabel | None = None) -> SyncReport:
     """One pull of the project's annotated tasks into ``labels_dir``; a refused annotation is
-    reported and remembered in the outbox (``dinoseg.status`` shows it) until it is fixed."""
+    reported and remembered in the outbox (``dinoseg.status`` shows it) until it is fixed.
+    ``on_label`` gets every label written (the support memory, updated at once)."""
     report = SyncReport()
     users: dict[int, str] = {}
     client = review.connect()
@@ -226,4 +282,6 @@ def sync(review: Review, labels_dir: Path) -> SyncReport:
             continue
         review.outbox.record_label(ann["id"], task["id"], str(ann.get("updated_at")), stem)
         report.new_labels += 1
+        if on_label is not None:
+            _to_memory(on_label, labels_dir, stem, report)
     return report
