@@ -40,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--memory", default=None, metavar="DIR",
                    help="a support memory directory attached to the few-shot models")
     e.add_argument("--fuse", type=float, action="append", default=None, metavar="W",
-                   help="also W * head + (1 - W) * few-shot (first head, first few-shot model)")
+                   help="also W * head + (1 - W) * few-shot (first head, first few-shot model; "
+                   "measured: 0.75), foreground above the measured fusion threshold")
     e.add_argument("--data", required=True, type=Path, help="dataset folder")
     e.add_argument("--split", default="val")
     which = e.add_mutually_exclusive_group()
@@ -91,8 +92,9 @@ def _episode_classes(args: argparse.Namespace, dataset: Any) -> list[int] | None
     return None
 
 
-def _learners(args: argparse.Namespace, cache: Any) -> tuple[dict[str, Any], list[str]]:
-    """name -> learner (heads first, then few-shot models); and the head names."""
+def _learners(args: argparse.Namespace, cache: Any
+              ) -> tuple[dict[str, Any], list[str], dict[str, float]]:
+    """name -> learner (few-shot models, then heads); the head names; each one's threshold."""
     from dinoseg.checkpoint import read_config
     from dinoseg.feature_cache import CachedPredictor
     from dinoseg.heads.compare import fewshot_learner, head_learner
@@ -100,13 +102,14 @@ def _learners(args: argparse.Namespace, cache: Any) -> tuple[dict[str, Any], lis
     from dinoseg.predictor import load_predictor
 
     learners: dict[str, Any] = {}
+    thresholds: dict[str, float] = {}
     backbone = None
     for spec in args.fewshot or ["prototype"]:
         p = load_predictor(spec, backbone=args.backbone, image_size=args.image_size,
                            memory=args.memory)
         backbone = backbone or p.backbone
-        learners[spec + ("+memory" if args.memory else "")] = fewshot_learner(
-            CachedPredictor(p, cache))
+        name = spec + ("+memory" if args.memory else "")
+        learners[name], thresholds[name] = fewshot_learner(CachedPredictor(p, cache)), p.threshold
     heads = []
     for d in args.model:
         if not d.is_dir():
@@ -116,14 +119,15 @@ def _learners(args: argparse.Namespace, cache: Any) -> tuple[dict[str, Any], lis
             backbone.layers) == list(config.layers)
         head = HeadPredictor.load(d, backbone if same else None, cache=cache)
         heads.append(f"head:{d.name}")
-        learners[heads[-1]] = head_learner(head)
-    return learners, heads
+        learners[heads[-1]], thresholds[heads[-1]] = head_learner(head), head.threshold
+    return learners, heads, thresholds
 
 
 def _eval(args: argparse.Namespace) -> int:
     from dinoseg.data import EpisodeSampler, open_dataset
     from dinoseg.feature_cache import FeatureCache
     from dinoseg.heads.compare import Fusion, compare
+    from dinoseg.heads.predict import FUSION_THRESHOLD
 
     if args.out.suffix.lower() != ".json":
         raise InputError(f"--out {args.out}: give a report file name ending in .json")
@@ -131,11 +135,14 @@ def _eval(args: argparse.Namespace) -> int:
     sampler = EpisodeSampler(dataset, _episode_classes(args, dataset), shots=args.shots,
                              n_episodes=args.episodes, seed=args.seed, min_area=args.min_area)
     cache = FeatureCache(disk_dir=args.feature_cache)
-    learners, heads = _learners(args, cache)
+    learners, heads, thresholds = _learners(args, cache)
     fewshot = [n for n in learners if n not in heads]
     fusions = {f"{heads[0]}*{w:g}+{fewshot[0]}": Fusion(heads[0], fewshot[0], w)
                for w in args.fuse or []}
-    report = compare(learners, sampler, dataset.class_names, fusions=fusions, progress=True)
+    thresholds |= dict.fromkeys(fusions, FUSION_THRESHOLD)
+    report = compare(learners, sampler, dataset.class_names, fusions=fusions,
+                     thresholds=thresholds, progress=True)
+    report["thresholds"] = thresholds
     report["settings"] = {"data": str(args.data), "split": args.split, "fold": args.fold,
                           "classes": args.classes, "shots": args.shots, "seed": args.seed,
                           "min_area": args.min_area}

@@ -28,6 +28,13 @@ from dinoseg.io import InputError
 from dinoseg.predictor import Prediction
 from dinoseg.preprocess import Geometry
 
+#: Labelled images of a class from which the head serves it (measured: bench/learners.py).
+SWITCH_LABELS = 10
+#: The measured fusion with the few-shot side (the prototype with the support memory):
+#: ``p = FUSION_WEIGHT * p_head + (1 - FUSION_WEIGHT) * p_fewshot``, the class where
+#: ``p > FUSION_THRESHOLD`` (selection split, bench/learners.py).
+FUSION_WEIGHT = 0.75
+FUSION_THRESHOLD = 0.3
 #: Per-image features as a backbone returns them: one (1, C, h, w) tensor per backbone layer.
 Features = Sequence[Tensor]
 
@@ -58,6 +65,17 @@ def _check_image(image: np.ndarray, what: str) -> None:
         raise InputError(f"{what}: expected uint8 pixels, got {image.dtype}")
 
 
+def fuse(head_prob: np.ndarray, fewshot_prob: np.ndarray,
+         weight: float = FUSION_WEIGHT) -> np.ndarray:
+    """``weight * head_prob + (1 - weight) * fewshot_prob``: two (H, W) probabilities of the
+    same image and class (threshold the result at :data:`FUSION_THRESHOLD`)."""
+    if head_prob.shape != fewshot_prob.shape:
+        raise InputError(f"probabilities of {head_prob.shape} and {fewshot_prob.shape} pixels")
+    if not 0.0 <= weight <= 1.0:
+        raise InputError(f"fusion weight {weight}: give a value in [0, 1]")
+    return (weight * head_prob + (1.0 - weight) * fewshot_prob).astype(np.float32)
+
+
 class HeadPredictor:
     """A head with its encoder.
 
@@ -69,11 +87,19 @@ class HeadPredictor:
     """
 
     def __init__(self, head: SegHead, encoder: BlockFeatures, *, threshold: float = 0.5,
-                 model_id: str = "head"):
+                 model_id: str = "head", label_counts: dict[str, int] | None = None):
         if not 0.0 < threshold < 1.0:
             raise InputError(f"threshold must be between 0 and 1, got {threshold}")
         self.head, self.encoder = head.eval(), encoder
         self.threshold, self.model_id = threshold, model_id
+        self.label_counts = dict(label_counts or {})
+
+    def serves(self, class_name: str, min_labels: int = SWITCH_LABELS) -> bool:
+        """Whether the head should answer for ``class_name``: it knows the class and was trained
+        on at least ``min_labels`` labelled images of it (fit + held back); below that the
+        few-shot model with the support memory does better (README, "Served classes")."""
+        name = normalize_class_name(class_name)
+        return name in self.classes and self.label_counts.get(name, 0) >= min_labels
 
     @classmethod
     def load(
@@ -94,7 +120,7 @@ class HeadPredictor:
             image_size: override of the checkpoint's working size.
         """
         from dinoseg.backbone import load_backbone
-        from dinoseg.heads.checkpoint import load_head
+        from dinoseg.heads.checkpoint import head_metrics, load_head
 
         head, config = load_head(ckpt_dir)
         if not isinstance(backbone, DinoBackbone):
@@ -104,8 +130,11 @@ class HeadPredictor:
                              f"the given backbone gives {backbone.embed_dim}")
         encoder = BlockFeatures(backbone, head.spec.blocks, image_size or config.image_size,
                                 cache)
+        metrics = head_metrics(ckpt_dir)
+        counts = {name: metrics.get("labels_per_class", {}).get(name, 0)
+                  + metrics.get("val_labels_per_class", {}).get(name, 0) for name in head.classes}
         return cls(head, encoder, threshold=config.threshold,
-                   model_id=config.version or Path(ckpt_dir).name)
+                   model_id=config.version or Path(ckpt_dir).name, label_counts=counts)
 
     @property
     def classes(self) -> tuple[str, ...]:

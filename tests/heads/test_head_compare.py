@@ -60,3 +60,15 @@ def test_learners_get_the_class_by_name_and_fusions_mix(data):
         compare({"oracle": oracle}, sampler, ds.class_names, fusions=fusions)
     with pytest.raises(InputError, match="fusion weight"):
         Fusion("a", "b", 1.5)
+
+
+def test_fuse_mixes_two_probabilities_of_one_image():
+    from dinoseg.heads.predict import fuse
+
+    head, fewshot = np.full((2, 3), 0.8, np.float32), np.full((2, 3), 0.4, np.float32)
+    np.testing.assert_allclose(fuse(head, fewshot, 0.75), 0.7)
+    np.testing.assert_allclose(fuse(head, fewshot, 0.0), fewshot)
+    with pytest.raises(InputError, match="pixels"):
+        fuse(head, fewshot[:1])
+    with pytest.raises(InputError, match="fusion weight"):
+        fuse(head, fewshot, -0.1)

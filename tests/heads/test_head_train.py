@@ -16,6 +16,7 @@ from dinoseg.checkpoint import read_config
 from dinoseg.feature_cache import CachedPredictor, FeatureCache
 from dinoseg.heads import HeadPredictor, HeadTrainConfig, is_head_checkpoint, train_head
 from dinoseg.heads.checkpoint import HEAD_ARCH, load_head
+from dinoseg.heads.predict import FUSION_THRESHOLD
 from dinoseg.io import InputError
 from dinoseg.models.build import build_segmenter
 from dinoseg.predictor import FewShotPredictor
@@ -38,7 +39,7 @@ def setup(tmp_path_factory):
     cfg = HeadTrainConfig(data=(f"{tmp / 'data'}:train",), backbone=str(tmp / "bb"),
                           layers=(1, 2), blocks=(2,), image_size=70, steps=60, batch_size=4,
                           lr=1e-2, eval_every=20, val_fraction=0.4, min_val_images=2,
-                          threads=1)
+                          threads=1, threshold=FUSION_THRESHOLD)
     return tmp, cfg, train_head(cfg, tmp / "head")
 
 
@@ -83,6 +84,9 @@ def test_prob_takes_the_class_by_name_and_rejects_unknown_ones(setup):
     np.testing.assert_array_equal(p, head.probs([img])[0][1])
     (pred,) = head.predict([img], "c1")
     np.testing.assert_array_equal(pred.mask, p > head.threshold)
+    assert head.label_counts == {"c0": 12, "c1": 12, "c2": 12, "c3": 12}  # fit + held back
+    assert head.serves("C1", min_labels=12) and not head.serves("c1", min_labels=13)
+    assert not head.serves("sky", min_labels=0)
     with pytest.raises(InputError, match="does not know class 'sky'"):
         head.prob([img], "sky")
     with pytest.raises(InputError, match="RGB"):
@@ -149,6 +153,8 @@ def test_the_cli_trains_and_compares(setup, tmp_path):
     assert list(models) == ["prototype", "head:head", "head:head*1+prototype",
                             "head:head*0.5+prototype"]
     assert all(m["episodes"] == 6 for m in models.values())
+    thresholds = json.loads(report.read_text())["thresholds"]
+    assert thresholds["prototype"] == 0.5 and thresholds["head:head"] == FUSION_THRESHOLD
     assert models["head:head*1+prototype"]["miou"] == models["head:head"]["miou"]
     assert main(["heads", "eval", "--model", str(tmp_path / "nope"), "--backbone",
                  cfg.backbone, "--data", str(tmp / "data"), "--out", str(report)]) == 2
