@@ -115,7 +115,7 @@ class SegmentJob:
         with self._lock:
             report(0.0, "loading the model")
             served = self.holder.get(req.model)
-            if self.memory is not None:
+            if self.memory is not None and req.class_name != PLACEHOLDER:
                 served = _with_notice(served, self.memory.attach(served.predictor))
             threshold = req.threshold or served.predictor.threshold
             hashes = [[content_sha256(i, self.uploads), content_sha256(m, self.uploads)]

@@ -52,7 +52,9 @@ def test_memory_is_built_in_the_background_then_used(project: Path) -> None:
     assert len(meta["memory"]["retrieved"]) == 3  # memory_images
     unnamed = job.run(_request(None)).reply  # no class: the memory is not consulted
     meta = json.loads((Path(unnamed["results"][0]["mask"]).parent / "meta.json").read_text())
-    assert meta["memory"] is None
+    assert meta["memory"] is None and unnamed["notice"] is None
+    fresh = SegmentJob.from_params(project / "params.yaml")
+    assert fresh.run(_request(None)).reply["notice"] is None  # nor mentioned when unnamed
 
 
 def test_a_synced_label_is_retrievable_at_once(project: Path) -> None:
