@@ -4,7 +4,10 @@ Both are in the dataset folder format (:mod:`dinoseg.data.folder`). The merged f
 (symlinks) every base pair and every label pair whose class ids already agree with the base;
 label masks whose ids differ are rewritten with the base's ids. Label classes are matched to
 base classes by name; a name the base does not know gets the next free id. Label pairs join the
-``train`` split as ``label-<stem>`` so they never collide with base stems.
+``train`` split as ``label-<stem>`` so they never collide with base stems — except the held-back
+ones (:func:`held_back`: a fixed share chosen by a hash of the stem, so the choice is stable as
+labels grow), which form the ``labels_val`` split the promotion gate measures on and nothing
+trains on.
 
 What makes the whole merge fail (:class:`InputError`): a missing or unreadable base dataset,
 base images and masks that do not pair up or differ in size, labels without a readable
@@ -27,6 +30,16 @@ from dinoseg.data.folder import IMAGE_SUFFIXES, ClassInfo, list_pairs, name_list
 from dinoseg.io import InputError, load_image, load_label_map
 
 LABEL_PREFIX = "label-"
+LABELS_VAL = "labels_val"  # the held-back labelled images (the gate's split)
+
+
+def held_back(stem: str, fraction: float) -> bool:
+    """Whether label ``stem`` is held back: a stable choice by the stem's SHA-256 (the stem of
+    a synced label is already its image's hash prefix)."""
+    import hashlib
+
+    digest = int(hashlib.sha256(f"labels_val:{stem}".encode()).hexdigest()[:8], 16)
+    return digest < fraction * 0x1_0000_0000
 
 
 @dataclass
@@ -36,6 +49,7 @@ class MergeReport:
     base_train: int = 0
     base_val: int = 0
     labels_added: int = 0
+    labels_held_back: int = 0
     masks_remapped: int = 0
     classes_added: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
@@ -143,10 +157,11 @@ def _label_problem(image: Path, mask: Path, allowed: set[int]
     return None, "", labels
 
 
-def add_labels(labels_root: Path, base: ClassInfo, out: Path, report: MergeReport
-               ) -> dict[int, str]:
-    """Add the usable label pairs of ``labels_root/train`` to ``out/train``; returns the merged
-    class names. An absent or empty labels folder adds nothing."""
+def add_labels(labels_root: Path, base: ClassInfo, out: Path, report: MergeReport,
+               held_fraction: float = 0.0) -> dict[int, str]:  # fmt: skip
+    """Add the usable label pairs of ``labels_root/train`` to ``out/train`` (the held-back ones
+    to ``out/labels_val``); returns the merged class names. An absent or empty labels folder
+    adds nothing."""
     split = labels_root / "train"
     if not (labels_root / "classes.json").is_file() and not split.exists():
         return dict(base.names)
@@ -161,17 +176,23 @@ def add_labels(labels_root: Path, base: ClassInfo, out: Path, report: MergeRepor
             report.skip(culprit, problem)
             continue
         name = f"{LABEL_PREFIX}{stem}"
-        link(image, out / "train" / "images" / f"{name}{image.suffix.lower()}")
+        split = LABELS_VAL if held_back(stem, held_fraction) else "train"
+        link(image, out / split / "images" / f"{name}{image.suffix.lower()}")
         if identity:
-            link(mask, out / "train" / "masks" / f"{name}.png")
+            link(mask, out / split / "masks" / f"{name}.png")
         else:
             lut = np.arange(int(labels.max()) + 1, dtype=np.int64)
             for k, v in mapping.items():
                 if k < len(lut):
                     lut[k] = v
-            Image.fromarray(lut[labels].astype(np.uint8)).save(out / "train/masks" / f"{name}.png")
+            target = out / split / "masks" / f"{name}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(lut[labels].astype(np.uint8)).save(target)
             report.masks_remapped += 1
-        report.labels_added += 1
+        if split == LABELS_VAL:
+            report.labels_held_back += 1
+        else:
+            report.labels_added += 1
     return names
 
 
@@ -185,8 +206,10 @@ def write_classes(out: Path, names: dict[int, str], base: ClassInfo) -> None:
     (out / "classes.json").write_text(json.dumps(data, indent=1) + "\n")
 
 
-def merge(base_root: Path, labels_root: Path, out: Path) -> MergeReport:
-    """Build ``out`` (must not exist) from the base's train/val splits plus the labels."""
+def merge(base_root: Path, labels_root: Path, out: Path, held_fraction: float = 0.0
+          ) -> MergeReport:  # fmt: skip
+    """Build ``out`` (must not exist) from the base's train/val splits plus the labels
+    (``held_fraction`` of them held back in ``labels_val``)."""
     if not base_root.is_dir():
         raise InputError(f"base dataset {base_root} not found (prepare.base in params.yaml)")
     base = read_classes(base_root)
@@ -197,6 +220,6 @@ def merge(base_root: Path, labels_root: Path, out: Path) -> MergeReport:
             link(image, out / split / "images" / f"{stem}{image.suffix.lower()}")
             link(mask, out / split / "masks" / f"{stem}.png")
         setattr(report, f"base_{split}", len(pairs))
-    names = add_labels(labels_root, base, out, report)
+    names = add_labels(labels_root, base, out, report, held_fraction)
     write_classes(out, names, base)
     return report

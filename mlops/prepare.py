@@ -32,6 +32,7 @@ class PrepareConfig:
     base: str = "../shared/data/camvid"
     labels: str = "data/labels"
     strict: bool = False  # true: any skipped label file fails the stage
+    labels_val_fraction: float = 0.2  # labelled images held back for the gate (by stem hash)
     val_episodes: int = 300
     shots: int = 1
     seed: int = 0
@@ -73,7 +74,10 @@ def build_train_set(cfg: PrepareConfig, out: Path) -> MergeReport:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        report = merge(Path(cfg.base), Path(cfg.labels), tmp)
+        if not 0.0 <= cfg.labels_val_fraction < 1.0:
+            raise InputError(f"prepare.labels_val_fraction must be in [0, 1), got "
+                             f"{cfg.labels_val_fraction}")
+        report = merge(Path(cfg.base), Path(cfg.labels), tmp, cfg.labels_val_fraction)
         if report.skipped and cfg.strict:
             listed = "; ".join(f"{s['file']}: {s['reason']}" for s in report.skipped[:5])
             raise InputError(f"{len(report.skipped)} label files cannot be used "
@@ -90,6 +94,7 @@ def build_train_set(cfg: PrepareConfig, out: Path) -> MergeReport:
 def summary(report: MergeReport, n_episodes: int) -> dict[str, int]:
     """The numbers of a prepare run (``metrics/prepare.json``)."""
     return {"base_train_images": report.base_train, "label_images": report.labels_added,
+            "held_back_label_images": report.labels_held_back,
             "train_images": report.base_train + report.labels_added,
             "val_images": report.base_val, "skipped_label_files": len(report.skipped),
             "remapped_label_masks": report.masks_remapped,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -35,6 +37,7 @@ def _labels(root, classes, ignore=255):
 
 
 def _cfg(tmp_path, **kw):
+    kw = {"labels_val_fraction": 0.0, **kw}  # merging tests: nothing held back
     return PrepareConfig(base=str(tmp_path / "base"), labels=str(tmp_path / "labels"),
                          val_episodes=8, **kw)
 
@@ -127,3 +130,28 @@ def test_episode_list_is_the_seeded_sampler_and_is_served_as_listed(tmp_path, ba
     spec["episodes"][0]["query"] = "gone"
     with pytest.raises(InputError, match=r"lacks.*gone"):
         ListedEpisodes(ds, spec)
+
+
+def test_a_stable_share_of_labels_is_held_back_for_the_gate(tmp_path, base):
+    from mlops.merge import LABELS_VAL, held_back
+
+    labels = tmp_path / "labels"
+    stems = [f"{i:016x}" for i in range(40)]
+    held = [s for s in stems if held_back(s, 0.25)]
+    assert 4 <= len(held) <= 18  # about a quarter
+    assert held == [s for s in stems if held_back(s, 0.25)]  # stable
+    assert [s for s in stems[:20] if held_back(s, 0.25)] == [s for s in held if s in stems[:20]]
+    assert not any(held_back(s, 0.0) for s in stems) and all(held_back(s, 1.0) for s in stems)
+    labels.mkdir(exist_ok=True)
+    shutil.copy(base / "classes.json", labels / "classes.json")
+    for s in stems[:12]:
+        _pair(labels, s, np.full((56, 70), 1))
+    cfg = dataclasses.replace(_cfg(tmp_path), labels_val_fraction=0.25)
+    out = tmp_path / "train_set"
+    report = build_train_set(cfg, out)
+    kept = [s for s in stems[:12] if held_back(s, 0.25)]
+    assert report.labels_held_back == len(kept) and report.labels_added == 12 - len(kept)
+    assert sorted(FolderDataset(out, LABELS_VAL).stems) == sorted(f"label-{s}" for s in kept)
+    assert not set(FolderDataset(out, "train").stems) & {f"label-{s}" for s in kept}
+    with pytest.raises(InputError, match="labels_val_fraction"):
+        build_train_set(dataclasses.replace(cfg, labels_val_fraction=1.0), tmp_path / "bad")
