@@ -84,6 +84,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
         "LABEL_STUDIO_API_KEY": LS_TOKEN,
         "LABEL_STUDIO_USERNAME": "admin@dinoseg.test",
         "LABEL_STUDIO_PASSWORD": "dinoseg-test-password",
+        "ML_BLOCK_LOCAL_IP": "false",  # Label Studio may call the ML backend on loopback
     }
     for key in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "MLFLOW_TRACKING_URI"):
         env.pop(key, None)

@@ -18,17 +18,40 @@ from dinoseg.io import InputError
 
 FROM_NAME = "mask"
 TO_NAME = "image"
+CLICK_NAME = "click"
+BOX_NAME = "box"
 PLACEHOLDER = "object"
 MAX_SIDE = 20_000
 
 
 def label_config(class_names: Sequence[str]) -> str:
-    """An image + BrushLabels labelling config with one label per class and the placeholder."""
-    labels = "".join(f"<Label value={quoteattr(n)}/>" for n in [*class_names, PLACEHOLDER])
+    """The review project's labelling config.
+
+    From top to bottom: a header with the class asked for (``$class_name``) and the context
+    line (``$context``); the query image (``$image``) with BrushLabels (one label per class and
+    the placeholder), smart KeyPointLabels (click: positive, Alt+click: negative) and smart
+    RectangleLabels with the same labels, served by the ML backend; the support image
+    (``$support_image``). Only ``image`` is required in task data: the other three are shown by
+    Header / Markdown tags, which have no ``name`` and so are not required keys (Label Studio
+    refuses to import a task, or to save a config over tasks, missing a key of a named tag).
+    """
+    names = [*class_names, PLACEHOLDER]
+    labels = "".join(f"<Label value={quoteattr(n)}/>" for n in names)
+    smart = "".join(f'<Label value={quoteattr(n)} smart="true"/>' for n in names)
     return (
-        f'<View><Image name="{TO_NAME}" value="$image" zoom="true"/>'
+        "<View>"
+        '<Header value="Class asked for: $class_name" size="4"/>'
+        '<Markdown value="$context"/>'
+        f'<Image name="{TO_NAME}" value="$image" zoom="true" zoomControl="true"/>'
         f'<BrushLabels name="{FROM_NAME}" toName="{TO_NAME}">{labels}</BrushLabels>'
-        '<Header value="Fix the mask, then give every region a class (not &quot;object&quot;)."/>'
+        f'<KeyPointLabels name="{CLICK_NAME}" toName="{TO_NAME}" smart="true">{smart}'
+        "</KeyPointLabels>"
+        f'<RectangleLabels name="{BOX_NAME}" toName="{TO_NAME}" smart="true">{smart}'
+        "</RectangleLabels>"
+        '<Header value="Fix the mask, then give every region a class (not &quot;object&quot;). '
+        'Smart tools: click = object, Alt+click = not the object, or drag a rectangle." size="6"/>'
+        '<Header value="Support: what the class looks like" size="6"/>'
+        '<Markdown value="![support]($support_image)"/>'
         "</View>"
     )
 
