@@ -393,3 +393,63 @@ def test_labelling_page_opens_with_and_without_the_support(setup, stack_env, lab
     text, images = seen[bare.id]
     assert "Class asked for" in text and not any("support" in src for src in images)
     assert any("page-bare" in src for src in images) and crashes == []
+
+
+def test_the_stack_can_start_it_and_it_connects_itself(stack_env, labelstudio) -> None:
+    """``launch`` (what the stack runs) starts ``serve``: it answers /health, adds itself to
+    the review project as an interactive backend, and stops on SIGTERM."""
+    import signal
+    import subprocess
+    import time
+
+    from serving.config import review_config
+    from tests.workers.conftest import free_port, wait_for
+    from workers.labelstudio.ml_serve import READY_LINE, healthy, launch
+
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {**stack_env.env, "DINOSEG_ML_BACKEND_URL": url}
+    log = stack_env.root / "ml-backend.log"
+    with open(log, "wb") as out:
+        proc = launch(env, stdout=out, stderr=subprocess.STDOUT, cwd=stack_env.root)
+    try:
+        wait_for(lambda: healthy(url), 60, "the ML backend's /health")
+        client = labelstudio.client()
+
+        def connected() -> bool:
+            project = ls.find_project(client, review_config().project_title)
+            return project is not None and any(
+                b.url == url and b.is_interactive for b in client.ml.list(project=project)
+            )
+
+        wait_for(connected, 60, "the ML backend in the review project", step=1.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 0 and READY_LINE in log.read_text()
+    time.sleep(0.5)
+    assert not healthy(url)
+
+
+def test_warm_encodes_a_task_image_before_its_first_click(setup, stack_env, ml) -> None:
+    task = new_task(stack_env, setup, "warm", seed=14)
+    reply = requests.post(ml.url + "/warm", json={"image": ls.image_url(task.path)}, timeout=10)
+    assert reply.status_code == 202
+    key = reply.json()["key"]
+    assert key == hashlib.sha256(task.path.read_bytes()).hexdigest()
+
+    class NotWarm(Exception):
+        pass
+
+    def warm() -> bool:
+        try:
+            ml.engine.session(key, lambda: (_ for _ in ()).throw(NotWarm()))
+        except NotWarm:
+            return False
+        return True
+
+    from tests.workers.conftest import wait_for
+
+    wait_for(warm, 60, "the image's features")
+    gone = requests.post(ml.url + "/warm", json={"image": ls.image_url(task.path) + "x"},
+                         timeout=10)  # fmt: skip
+    assert gone.status_code == 410 and "gone" in gone.json()["error"]

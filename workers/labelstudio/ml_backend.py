@@ -16,6 +16,9 @@ The protocol of label-studio-ml-backend's ``LabelStudioMLBase`` as Label Studio 
                    its labelled examples ("Retrieve predictions", or a task opened without one)
 ``POST /webhook``  ``{"action", "project", ...}``: annotation events go to ``on_annotation``
                    (201 ``{"result", "status": "ok"}``); other actions 200 ``Unknown event``
+``POST /warm``     not Label Studio's: ``{"image": task-data URL}`` -> 202; encodes the image
+                   in the background so that its first click is warm (call it when a task
+                   is delivered: Label Studio itself calls nothing before the first click)
 =================  =========================================================================
 
 Errors answer with the HTTP status of :class:`BackendError` and the one-line message both in
@@ -147,6 +150,21 @@ class Backend:
             raise errors[0]
         return {"results": results}
 
+    def warm(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Encode an image ahead of its first click (``{"image": task-data URL}``): reads it
+        now (errors answer at once), computes its features in the background."""
+        image = fetch_image(payload.get("image"), self.ls_url, self.ls_token)
+
+        def encode() -> None:
+            try:
+                session = self.engine.session(image.key, lambda: load_or_fail(image))
+                self.engine.warm(session)
+            except Exception:
+                log.exception("warming %s failed", str(payload.get("image"))[:120])
+
+        threading.Thread(target=encode, daemon=True).start()
+        return {"status": "warming", "key": image.key}
+
     def webhook(self, payload: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
         action = payload.get("action")
         if action not in TRAIN_EVENTS:
@@ -259,6 +277,10 @@ def create_app(backend: Backend) -> Any:
     app.add_url_rule("/setup", "setup", lambda: jsonify(backend.setup(body())), methods=["POST"])
     app.add_url_rule("/predict", "predict", lambda: jsonify(backend.predict(body())),
                      methods=["POST"])  # fmt: skip
+
+    @app.post("/warm")
+    def _warm() -> Response:
+        return Response(json.dumps(backend.warm(body())), 202, mimetype="application/json")
 
     @app.post("/webhook")
     def _webhook() -> Response:

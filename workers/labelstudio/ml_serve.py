@@ -192,6 +192,9 @@ def serve(config: MLBackendConfig, connect: bool = True) -> int:
     backend = build_backend(config)
     server = make_server(config.host, config.port, create_app(backend), threaded=True)
     url = f"http://{config.host}:{server.server_port}"
+    given = backend_url()  # what Label Studio is told, when it names this server
+    if os.environ.get("DINOSEG_ML_BACKEND_URL") and urlsplit(given).port == server.server_port:
+        url = given
     stop = threading.Event()
 
     def _stop(signum: int, frame: Any) -> None:
@@ -207,6 +210,15 @@ def serve(config: MLBackendConfig, connect: bool = True) -> int:
     print(f"{READY_LINE} at {url} (pid {os.getpid()})", flush=True)
     server.serve_forever()
     return 0
+
+
+def _url_layer(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Host and port of ``DINOSEG_ML_BACKEND_URL`` when it is set (between params and flags)."""
+    env = os.environ if env is None else env
+    if not env.get("DINOSEG_ML_BACKEND_URL"):
+        return {}
+    parts = urlsplit(backend_url(env))
+    return {"host": parts.hostname or "127.0.0.1", "port": parts.port or 9090}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         section = load_params(args.params, "ml_backend") if Path(args.params).is_file() else {}
         flags = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        config = resolve(MLBackendConfig, section, flags)
+        config = resolve(MLBackendConfig, section, _url_layer(), flags)
         return serve(config, connect=not args.no_connect)
     except (InputError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
