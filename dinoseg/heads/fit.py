@@ -75,6 +75,26 @@ def _batch(images: Sequence[LabelledImage], idx: Sequence[int]) -> tuple[list[Te
         [images[i].cover for i in idx])
 
 
+class BatchDraw:
+    """The fit images of step ``s``: a grid size drawn in proportion to its images, then up to
+    ``batch_size`` of its images, from ``np.random.default_rng([seed, s])`` alone."""
+
+    def __init__(self, images: Sequence[LabelledImage], schedule: Schedule):
+        buckets: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            buckets.setdefault(im.grid, []).append(i)
+        self.groups = list(buckets.values())
+        sizes = np.array([len(g) for g in self.groups], float)
+        self.p = sizes / sizes.sum()
+        self.schedule = schedule
+
+    def __call__(self, step: int) -> list[int]:
+        rng = np.random.default_rng([self.schedule.seed, step])
+        group = self.groups[int(rng.choice(len(self.groups), p=self.p))]
+        take = min(self.schedule.batch_size, len(group))
+        return [group[int(j)] for j in rng.choice(len(group), size=take, replace=False)]
+
+
 def soft_ce(logits: Tensor, target: Tensor, cover: Tensor, weights: Tensor) -> Tensor:
     """Weighted soft cross-entropy: logits / target (B, M, h, w), cover (B, h, w), weights (M,)."""
     per_patch = -(target * F.log_softmax(logits, dim=1)).sum(1)
@@ -131,22 +151,14 @@ def fit_head(
         raise ValueError("no labelled image to fit the head on")
     start = time.perf_counter()
     weights = class_weights(fit, len(head.classes), schedule.balance)
-    buckets: dict[tuple[int, int], list[int]] = {}
-    for i, im in enumerate(fit):
-        buckets.setdefault(im.grid, []).append(i)
-    groups = list(buckets.values())
-    sizes = np.array([len(g) for g in groups], float)
+    draw = BatchDraw(fit, schedule)
     params = [p for p in head.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
     history: list[dict[str, Any]] = []
     best: tuple[float, int, dict[str, Tensor], dict[str, Any]] | None = None
     head.train()
     for step in range(schedule.steps):
-        rng = np.random.default_rng([schedule.seed, step])
-        group = groups[int(rng.choice(len(groups), p=sizes / sizes.sum()))]
-        take = min(schedule.batch_size, len(group))
-        idx = [group[int(j)] for j in rng.choice(len(group), size=take, replace=False)]
-        feats, target, cover = _batch(fit, idx)
+        feats, target, cover = _batch(fit, draw(step))
         for g in opt.param_groups:
             g["lr"] = _lr(step, schedule.steps, schedule.lr)
         loss = soft_ce(head(feats), target, cover, weights)

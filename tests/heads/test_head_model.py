@@ -83,3 +83,37 @@ def test_warm_start_refuses_other_shapes_and_dropped_classes():
 def test_spec_round_trips_through_a_dict():
     spec = HeadSpec(kind="conv", blocks=(9, 10), dim=384, classes=("a", "b"), hidden=32)
     assert HeadSpec.from_dict(spec.as_dict()) == spec
+
+
+def _images(n: int = 6) -> list:
+    from dinoseg.heads.data import LabelledImage
+
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n):
+        target = torch.zeros(2, 3, 5)
+        target[i % 2] = 1.0
+        feats = [torch.randn(8, 3, 5, generator=g) + 3.0 * (i % 2)]
+        out.append(LabelledImage(str(i), str(i), feats, target, torch.ones(3, 5),
+                                 frozenset({i % 2})))
+    return out
+
+
+def test_fit_is_seeded_learns_and_keeps_the_best_validation_step():
+    from dinoseg.heads.fit import Schedule, feature_statistics, fit_head, patch_iou
+
+    images = _images()
+    spec = HeadSpec(kind="linear", blocks=(1,), dim=8, classes=("a", "b"))
+    heads = []
+    for seed in (0, 0, 1):
+        head = build_head(spec)
+        head.set_statistics(*feature_statistics(images[:4]))
+        before = patch_iou(head, images[4:])["miou"]
+        result = fit_head(head, images[:4], images[4:],
+                          Schedule(steps=20, batch_size=2, lr=0.05, eval_every=5, seed=seed))
+        heads.append(head)
+    assert [h["step"] for h in result["history"]] == [5, 10, 15, 20]
+    assert result["val"]["miou"] == max(h["val_miou"] for h in result["history"])
+    assert result["val"]["miou"] == 100.0 and before is not None and before < 100.0
+    assert torch.equal(heads[0].out.weight, heads[1].out.weight)
+    assert not torch.equal(heads[0].out.weight, heads[2].out.weight)
