@@ -176,20 +176,20 @@ def add_labels(labels_root: Path, base: ClassInfo, out: Path, report: MergeRepor
             report.skip(culprit, problem)
             continue
         name = f"{LABEL_PREFIX}{stem}"
-        split = LABELS_VAL if held_back(stem, held_fraction) else "train"
-        link(image, out / split / "images" / f"{name}{image.suffix.lower()}")
+        part = LABELS_VAL if held_back(stem, held_fraction) else "train"
+        link(image, out / part / "images" / f"{name}{image.suffix.lower()}")
         if identity:
-            link(mask, out / split / "masks" / f"{name}.png")
+            link(mask, out / part / "masks" / f"{name}.png")
         else:
             lut = np.arange(int(labels.max()) + 1, dtype=np.int64)
             for k, v in mapping.items():
                 if k < len(lut):
                     lut[k] = v
-            target = out / split / "masks" / f"{name}.png"
+            target = out / part / "masks" / f"{name}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(lut[labels].astype(np.uint8)).save(target)
             report.masks_remapped += 1
-        if split == LABELS_VAL:
+        if part == LABELS_VAL:
             report.labels_held_back += 1
         else:
             report.labels_added += 1

@@ -16,8 +16,8 @@
 
 A record is written into a temporary folder and renamed into place, so readers never see a
 half-written record. Ids are content-derived (:func:`result_id`: inputs + class name + model
-version + memory version + threshold, 24 hex): a redelivered task rewrites nothing and a repeated request finds
-its record.
+version + memory version + threshold, 24 hex): a redelivered task rewrites nothing and a
+repeated request finds its record.
 """
 
 from __future__ import annotations

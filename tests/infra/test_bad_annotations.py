@@ -135,7 +135,7 @@ def test_annotations_of_one_image_merge_and_the_newest_wins(labels) -> None:
     from workers.labelstudio.convert import mask_to_result
     from workers.labelstudio.sync import write_label
 
-    root, uploads, info, base = labels
+    root, uploads, _, base = labels
     allowed = {"road", "car"}
     task, _ = _task(uploads)
     car, road = np.zeros((H, W), bool), np.zeros((H, W), bool)

@@ -139,8 +139,8 @@ def test_segment_in_process_writes_records_and_rejects_bad_images(stack_env: Pro
     meta = store.read_meta(reply["results"][0]["id"])
     assert meta["support"][0]["image_sha256"] == file_sha256(request["support"][0]["image"])
     assert set(meta) == {"id", "query", "query_sha256", "support", "model_version", "model_spec",
-                         "class_name", "notice", "threshold", "confidence", "needs_review", "height", "width",
-                         "memory", "created"}  # fmt: skip
+                         "class_name", "notice", "threshold", "confidence", "needs_review",
+                         "height", "width", "memory", "created"}  # fmt: skip
     assert reply["class_name"] == meta["class_name"] == "object"
     named = job.run({**request, "class_name": "Pedestrian"})
     assert named.reply["class_name"] == "pedestrian"
@@ -148,7 +148,8 @@ def test_segment_in_process_writes_records_and_rejects_bad_images(stack_env: Pro
     item = named.review[0]
     assert item.class_name == "pedestrian"
     assert item.key == f"{item.query_sha256[:32]}:pedestrian:{named.reply['model_version']}"
-    assert item.context == f"confidence {item.confidence:.2f} · model {named.reply['model_version']}"
+    version = named.reply["model_version"]
+    assert item.context == f"confidence {item.confidence:.2f} · model {version}"
     assert item.supports == [(request["support"][0]["image"], request["support"][0]["mask"])]
     sheet = item.support_sheet(height=60)
     assert sheet.shape[0] == 60 and sheet.dtype == np.uint8
