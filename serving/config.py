@@ -30,6 +30,8 @@ class ServingConfig:
         memory: the support memory of requests that name a class: ``auto`` (built under the
             stack's home from the base dataset and the labels), a memory folder, "" = none.
         memory_images: labelled images of the class retrieved per query (0 = all).
+        feature_cache_mb: frozen features kept in memory per model (a repeated image, or the
+            head and the few-shot side of one request, are encoded once).
     """
 
     model: str = "models:/dinoseg-segmenter@champion"
@@ -40,6 +42,7 @@ class ServingConfig:
     model_check_seconds: float = 30.0
     memory: str = "auto"
     memory_images: int = 30
+    feature_cache_mb: int = 512
 
 
 @dataclass

@@ -21,7 +21,7 @@ import numpy as np
 
 from dinoseg import runtime
 from dinoseg.memory import MemoryMode, SupportMemory
-from dinoseg.predictor import FewShotPredictor
+from dinoseg.served import ServedPredictor
 from serving.config import ReviewConfig, ServingConfig
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class ServedMemory:
             self.error = f"{self.root}: no support memory here (dinoseg memory build)"
         return None
 
-    def attach(self, predictor: FewShotPredictor) -> str | None:
+    def attach(self, predictor: ServedPredictor) -> str | None:
         """Give ``predictor`` the memory; returns a notice when it cannot be used yet."""
         if not self.enabled:
             return None

@@ -22,7 +22,7 @@ from typing import Any
 
 from dinoseg.io import InputError
 from dinoseg.modelspec import parse_model_spec, resolve_model_spec
-from dinoseg.predictor import FewShotPredictor, load_predictor
+from dinoseg.served import ServedPredictor, load_served
 from serving.config import ServingConfig
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class TransientError(RuntimeError):
 class Served:
     """What serves a request: the predictor, its model version and an optional notice."""
 
-    predictor: FewShotPredictor
+    predictor: ServedPredictor
     model_version: str
     notice: str | None = None
 
@@ -54,26 +54,26 @@ class ModelHolder:
 
     Args:
         config: backbone / image size overrides and the check period.
-        loader: builds a predictor from a spec (``load_predictor`` by default).
+        loader: builds a predictor from a spec (:func:`dinoseg.served.load_served` by default).
         clock: monotonic seconds (tests may pass a fake).
     """
 
     def __init__(
         self,
         config: ServingConfig,
-        loader: Callable[..., FewShotPredictor] = load_predictor,
+        loader: Callable[..., ServedPredictor] = load_served,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.config = config
         self._loader = loader
         self._clock = clock
-        self._predictors: OrderedDict[tuple[str, str], FewShotPredictor] = OrderedDict()
+        self._predictors: OrderedDict[tuple[str, str], ServedPredictor] = OrderedDict()
         self._resolved: dict[str, _Resolution] = {}
         self._unresolved: dict[str, tuple[float, str]] = {}  # spec -> (when, why) no model
         self.last_version: str | None = None  # model version of the last request served
         self._support_keys: dict[int, str] = {}  # id(predictor) -> support set encoded in it
 
-    def _load(self, path: str, model_id: str | None = None) -> FewShotPredictor:
+    def _load(self, path: str, model_id: str | None = None) -> ServedPredictor:
         key = (path, model_id or path)
         if key in self._predictors:
             self._predictors.move_to_end(key)
@@ -84,6 +84,7 @@ class ModelHolder:
             backbone=cfg.backbone or None,
             layers=[int(x) for x in cfg.layers] or None,
             image_size=cfg.image_size or None,
+            cache_bytes=int(cfg.feature_cache_mb) * 1024**2,
         )
         if model_id:
             predictor.model_id = model_id
@@ -95,14 +96,14 @@ class ModelHolder:
         return predictor
 
     def set_support(
-        self, predictor: FewShotPredictor, key: str, images: Callable[[], tuple[Any, ...]]
+        self, predictor: ServedPredictor, key: str, images: Callable[[], tuple[Any, ...]]
     ) -> None:
         """Encode a support set unless ``predictor`` holds the one named ``key`` already.
 
         Args:
             key: identifies the support set (e.g. a hash of its files and the class name).
             images: returns ``(images, masks[, class_name])`` (the arguments of
-                :meth:`FewShotPredictor.set_support`) when the support must be encoded.
+                :meth:`dinoseg.predictor.FewShotPredictor.set_support`) when the support must be encoded.
         """
         if self._support_keys.get(id(predictor)) == key:
             return
