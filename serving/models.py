@@ -103,7 +103,7 @@ class ModelHolder:
         Args:
             key: identifies the support set (e.g. a hash of its files and the class name).
             images: returns ``(images, masks[, class_name])`` (the arguments of
-                :meth:`dinoseg.predictor.FewShotPredictor.set_support`) when the support must be encoded.
+                ``FewShotPredictor.set_support``) when the support must be encoded.
         """
         if self._support_keys.get(id(predictor)) == key:
             return
