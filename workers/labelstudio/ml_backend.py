@@ -228,8 +228,7 @@ def _norm(name: str) -> str:
 def interactive_config(config: MLBackendConfig) -> InteractiveConfig:
     """The click-to-mask settings with the backend's overrides."""
     base = InteractiveConfig()
-    return replace(base, image_size=config.image_size or base.image_size,
-                   memory=max(base.memory, 2))  # fmt: skip
+    return replace(base, image_size=config.image_size or base.image_size)
 
 
 def _reason(message: str) -> str:
