@@ -39,7 +39,7 @@ class MemoryMode:
     neighbours: int = DEFAULT_NEIGHBOURS
     temperature: float = DEFAULT_TEMPERATURE
     weight: float = 0.75
-    balance: float = 0.0
+    balance: float = 0.5
 
     def __post_init__(self) -> None:
         if self.images is not None and self.images < 0:
