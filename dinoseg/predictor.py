@@ -195,6 +195,8 @@ class FewShotPredictor:
             raise InputError("set the support (images and masks) before predicting")
         for i, q in enumerate(queries):
             _check_image(q, f"query {i + 1}")
+        if self.memory is not None and self.class_name is not None:
+            self.memory.refresh()  # a label added since (by any process) helps at once
         geoms = [self._geometry(q) for q in queries]
         results: list[Prediction | None] = [None] * len(queries)
         by_shape: dict[tuple[int, int], list[int]] = {}

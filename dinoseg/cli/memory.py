@@ -105,10 +105,10 @@ def _add(args: argparse.Namespace) -> int:
     if args.classes.name != "classes.json":
         raise InputError(f"--classes {args.classes}: give a dataset's classes.json")
     info = read_classes(args.classes.parent)
-    memory = SupportMemory.open(args.memory)
-    s = memory.settings
-    encoder = make_encoder(s.backbone, s.layer, s.image_size)
-    memory = SupportMemory.open(args.memory, encoder=encoder)
+    from dinoseg.memory.encoder import load_encoder
+
+    settings = SupportMemory.open(args.memory).settings
+    memory = SupportMemory.open(args.memory, encoder=load_encoder(settings))
     image, labels = load_image(args.image), load_label_map(args.labels)
     added = memory.add(image, labels, info.names, args.source or str(args.image))
     print(json.dumps({"memory": str(args.memory), "added": added, "version": memory.version}))

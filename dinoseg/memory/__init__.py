@@ -12,7 +12,12 @@ A predictor uses it through ``FewShotPredictor.attach_memory(memory, mode)`` and
 """
 
 from dinoseg.memory.build import Source, build_memory, parse_source
-from dinoseg.memory.encoder import EncoderSettings, MemoryEncoder, global_descriptor
+from dinoseg.memory.encoder import (
+    EncoderSettings,
+    MemoryEncoder,
+    global_descriptor,
+    load_encoder,
+)
 from dinoseg.memory.labels import image_hash, label_hash
 from dinoseg.memory.store import MemoryEntry, SupportMemory
 from dinoseg.memory.vote import MemoryMode, memory_vote
@@ -28,6 +33,7 @@ __all__ = [
     "global_descriptor",
     "image_hash",
     "label_hash",
+    "load_encoder",
     "memory_vote",
     "parse_source",
 ]

@@ -78,6 +78,28 @@ def check_compatible(settings: EncoderSettings, backbone: DinoBackbone, weights:
     return backbone.layers.index(settings.layer)
 
 
+def load_encoder(settings: EncoderSettings, backbone: DinoBackbone | None = None) -> MemoryEncoder:
+    """The encoder a memory was built with, to :meth:`~dinoseg.memory.SupportMemory.add` to it.
+
+    Args:
+        settings: the memory's (``memory.settings``).
+        backbone: a backbone already loaded (e.g. the served model's) to reuse when it is the
+            memory's; otherwise the memory's backbone spec is loaded (block ``settings.layer``).
+
+    Raises :class:`InputError` when the weights found are not the ones the memory was built with.
+    """
+    from dinoseg.backbone import load_backbone
+    from dinoseg.feature_cache import weights_digest
+
+    if backbone is None or settings.layer not in backbone.layers:
+        backbone = load_backbone(settings.backbone, layers=[settings.layer], norm=settings.norm)
+    if weights_digest(backbone) != settings.weights:
+        raise InputError(
+            f"{settings.backbone}: not the weights this memory was built with; rebuild it"
+        )
+    return MemoryEncoder(backbone, image_size=settings.image_size, layer=settings.layer)
+
+
 class MemoryEncoder:
     """Encodes labelled images for a memory.
 

@@ -128,3 +128,27 @@ def test_load_predictor_knn_and_memory_dir(
     assert p.memory_mode.images == 2 and not p.uses_memory
     with pytest.raises(ValueError, match="weight"):
         MemoryMode(weight=1.5)
+
+
+def test_a_label_added_by_another_process_helps_the_next_request(
+    tmp_path: Path, backbone: DinoBackbone, encoder: MemoryEncoder
+) -> None:
+    from dinoseg.memory import load_encoder
+
+    served = SupportMemory.create(tmp_path / "mem", encoder)  # the worker's handle
+    support, s_lab = scene(0, (14, 14, 42, 56), YELLOW)
+    query, q_lab = scene(1, (42, 28, 70, 70), CYAN)
+    p = FewShotPredictor(KnnVote(), backbone, image_size=84)
+    p.attach_memory(served, MemoryMode(images=3, weight=1.0))
+    p.set_support([support], [s_lab == 1], class_name="thing")
+    assert p.predict([query])[0].retrieved == ()  # nothing labelled yet
+    writer = SupportMemory.open(tmp_path / "mem", encoder=load_encoder(served.settings, backbone))
+    img, lab = thing_scenes(1, CYAN)[0]
+    writer.add(img, lab, NAMES, "label 1")  # the sync, in another process
+    after = p.predict([query])[0]
+    assert after.retrieved == (image_hash(img),) and iou(after.mask, q_lab) > 0.6
+    from tests.conftest import tiny_dinov2
+
+    other = DinoBackbone(tiny_dinov2(seed=2), (1, 2), spec="tiny")
+    with pytest.raises(InputError, match="not the weights"):
+        load_encoder(served.settings, other)
