@@ -15,8 +15,8 @@ from dinoseg.backbone import DEFAULT_BACKBONE, DinoBackbone, load_backbone
 from dinoseg.confidence import mask_confidence
 from dinoseg.io import InputError
 from dinoseg.memory.labels import image_hash
-from dinoseg.memory.vote import MemoryMode, memory_vote
-from dinoseg.models.knn import prob_to_logits, support_keys
+from dinoseg.memory.vote import MemoryMode, memory_vote, mix_vote
+from dinoseg.models.knn import support_keys
 from dinoseg.modelspec import parse_model_spec, resolve_model_spec
 from dinoseg.preprocess import (
     Geometry,
@@ -247,10 +247,7 @@ class FewShotPredictor:
         )
         if vote is None:
             return logit, ()
-        size = logit.shape[-2:]
-        vote = torch.nn.functional.interpolate(vote[None, None], size=size, mode="bilinear")[0]
-        prob = mode.weight * vote + (1 - mode.weight) * torch.sigmoid(logit.float())
-        return prob_to_logits(prob), tuple(hashes)
+        return mix_vote(logit, vote, mode.weight), tuple(hashes)
 
 
 def load_predictor(

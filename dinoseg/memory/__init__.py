@@ -18,8 +18,8 @@ from dinoseg.memory.encoder import (
     global_descriptor,
     load_encoder,
 )
-from dinoseg.memory.labels import image_hash, label_hash
-from dinoseg.memory.store import MemoryEntry, SupportMemory
+from dinoseg.memory.labels import MemoryEntry, image_hash, label_hash
+from dinoseg.memory.store import SupportMemory
 from dinoseg.memory.vote import MemoryMode, memory_vote
 
 __all__ = [

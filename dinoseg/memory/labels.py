@@ -1,5 +1,5 @@
-"""What the memory keeps of one labelled image besides its features: content hashes and the
-per-patch class fractions of its label map.
+"""What the memory keeps of one labelled image besides its features: its entry (content hashes,
+source, classes) and the per-patch class fractions of its label map.
 
 Class identity is by **name**: a label map comes with its dataset's ``id -> name`` map, and
 pixels whose label has no name (void / ignore) are excluded from every fraction.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,6 +21,17 @@ from dinoseg.preprocess import Geometry
 #: A patch takes part in votes when at least this share of its pixels is labelled.
 MIN_LABELLED = 0.5
 _SEPARATORS = re.compile(r"[\s_]+")
+
+
+@dataclass(frozen=True)
+class MemoryEntry:
+    """One labelled image: content hashes, where it came from, and its classes (name -> share
+    of its labelled pixels)."""
+
+    hash: str
+    label_hash: str
+    source: str
+    classes: dict[str, float]
 
 
 def class_key(name: str) -> str:

@@ -25,8 +25,8 @@ import fcntl
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from dinoseg.memory.encoder import EncoderSettings, MemoryEncoder
 from dinoseg.memory.files import PatchFiles, atomic_write, read_meta, stamp
 from dinoseg.memory.labels import (
     MIN_LABELLED,
+    MemoryEntry,
     class_key,
     image_hash,
     label_hash,
@@ -48,17 +49,6 @@ from dinoseg.memory.labels import (
 FORMAT = "dinoseg-memory-v1"
 #: Default byte budget of patch files kept in memory.
 DEFAULT_CACHE_BYTES = 1024**3
-
-
-@dataclass(frozen=True)
-class MemoryEntry:
-    """One labelled image: content hashes, where it came from, and its classes (name -> share
-    of its labelled pixels)."""
-
-    hash: str
-    label_hash: str
-    source: str
-    classes: dict[str, float]
 
 
 def memory_version(settings: EncoderSettings, pairs: Iterable[tuple[str, str]]) -> str:
@@ -109,8 +99,8 @@ class SupportMemory:
             raise InputError(f"{root}: not empty and not a support memory; choose a new folder")
         root.mkdir(parents=True, exist_ok=True)
         memory = cls(root, encoder.settings, encoder=encoder, **kw)
-        with memory._locked():
-            memory.save()
+        with memory.writing():
+            pass  # the empty index and manifest, written under the lock
         return memory
 
     @classmethod
@@ -228,7 +218,7 @@ class SupportMemory:
         if image.shape[:2] != label_map.shape:
             raise InputError(f"{source}: label map {label_map.shape} != image {image.shape[:2]}")
         h, lh = image_hash(image), label_hash(label_map, class_names)
-        with self._locked(save):
+        with self.writing() if save else nullcontext():
             row = self._row.get(h)
             if row is not None and self.entries[row].label_hash == lh:
                 return False
@@ -249,7 +239,7 @@ class SupportMemory:
     def remove(self, hashes: Iterable[str], *, save: bool = True) -> int:
         """Drop images by hash (``save`` as in :meth:`add`); returns how many were there."""
         gone = set(hashes)
-        with self._locked(save):
+        with self.writing() if save else nullcontext():
             keep = [i for i, e in enumerate(self.entries) if e.hash not in gone]
             removed = len(self.entries) - len(keep)
             for h in gone & set(self._row):
@@ -313,14 +303,6 @@ class SupportMemory:
     @contextmanager
     def writing(self) -> Iterator[None]:
         """Be the only writer: lock, re-read the index, change (``add(..., save=False)``), save."""
-        with self._locked():
-            yield
-
-    @contextmanager
-    def _locked(self, save: bool = True) -> Iterator[None]:
-        if not save:
-            yield
-            return
         with open(self.root / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             self.refresh()

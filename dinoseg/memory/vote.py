@@ -14,11 +14,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from dinoseg.memory.encoder import global_descriptor
 from dinoseg.memory.store import SupportMemory
-from dinoseg.models.knn import DEFAULT_NEIGHBOURS, DEFAULT_TEMPERATURE, knn_vote
+from dinoseg.models.knn import DEFAULT_NEIGHBOURS, DEFAULT_TEMPERATURE, knn_vote, prob_to_logits
 from dinoseg.preprocess import Geometry
 
 
@@ -49,6 +50,17 @@ class MemoryMode:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def mix_vote(logit: Tensor, vote: Tensor, weight: float) -> Tensor:
+    """``weight * vote + (1 - weight) * sigmoid(logit)`` as log-odds.
+
+    Args:
+        logit: (1, h', w') the model's logits for one query.
+        vote: (h, w) the vote's probabilities (resampled bilinearly to (h', w')).
+    """
+    vote = F.interpolate(vote[None, None], size=logit.shape[-2:], mode="bilinear")[0]
+    return prob_to_logits(weight * vote + (1 - weight) * torch.sigmoid(logit.float()))
 
 
 def memory_vote(
