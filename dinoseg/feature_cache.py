@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from dinoseg.backbone import DinoBackbone
+from dinoseg.backbone.encoder import weights_digest
 from dinoseg.predictor import FewShotPredictor
 
 log = logging.getLogger(__name__)
@@ -63,16 +64,6 @@ class CacheStats:
 
 def _nbytes(feats: list[Tensor]) -> int:
     return sum(f.numel() * f.element_size() for f in feats)
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    """SHA-256 of a module's state dict (names, dtypes, shapes and bytes)."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        flat = t.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(flat.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 class FeatureCache:

@@ -110,7 +110,7 @@ class FewShotPredictor:
         this predictor's backbone does not return.
         """
         if memory is not None:
-            from dinoseg.feature_cache import weights_digest
+            from dinoseg.backbone.encoder import weights_digest
             from dinoseg.memory.encoder import check_compatible
 
             self._memory_layer = check_compatible(

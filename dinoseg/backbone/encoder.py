@@ -88,3 +88,16 @@ class DinoBackbone(nn.Module):
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}, layers={self.layers}, dim={self.embed_dim}"
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 of a module's state dict (names, dtypes, shapes and bytes): the identity of a
+    backbone's weights (feature caches, support memories)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        flat = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(flat.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -89,7 +89,7 @@ def load_encoder(settings: EncoderSettings, backbone: DinoBackbone | None = None
     Raises :class:`InputError` when the weights found are not the ones the memory was built with.
     """
     from dinoseg.backbone import load_backbone
-    from dinoseg.feature_cache import weights_digest
+    from dinoseg.backbone.encoder import weights_digest
 
     if backbone is None or settings.layer not in backbone.layers:
         backbone = load_backbone(settings.backbone, layers=[settings.layer], norm=settings.norm)
@@ -123,7 +123,7 @@ class MemoryEncoder:
             raise InputError(f"memory block {layer} is not among the backbone's {backbone.layers}")
         if image_size < backbone.patch_size:
             raise InputError(f"memory image size {image_size}: give at least {backbone.patch_size}")
-        from dinoseg.feature_cache import weights_digest
+        from dinoseg.backbone.encoder import weights_digest
 
         self.backbone = backbone
         self.index = backbone.layers.index(layer)
