@@ -93,10 +93,13 @@ def load_served(
     image_size: int | None = None,
     threshold: float | None = None,
     cache_bytes: int = 512 * 1024**2,
+    head_dir: str | Path | None = None,
+    cache: FeatureCache | None = None,
 ) -> ServedPredictor:
     """The served predictor of a spec: :func:`load_predictor`'s, encoding through an in-memory
     feature cache (a repeated image is not encoded again), plus the checkpoint's head
-    (``CKPT/head``) on the same backbone and cache when it has one."""
+    (``CKPT/head``, or ``head_dir``) on the same backbone and cache when it has one; ``cache``
+    replaces the in-memory cache (e.g. one that also keeps features on disk)."""
     spec, model_id = parse_model_spec(model_spec), None
     if spec.is_registry:
         model_spec, model_id = resolve_model_spec(spec.text)
@@ -104,9 +107,9 @@ def load_served(
                              image_size=image_size, threshold=threshold)  # fmt: skip
     if model_id:
         fewshot.model_id = model_id
-    cache = FeatureCache(max_bytes=cache_bytes)
+    cache = cache or FeatureCache(max_bytes=cache_bytes)
     head = None
-    head_dir = Path(model_spec) / HEAD_DIR
+    head_dir = Path(head_dir) if head_dir is not None else Path(model_spec) / HEAD_DIR
     if head_dir.is_dir():
         head = HeadPredictor.load(head_dir, fewshot.backbone, cache=cache,
                                   image_size=fewshot.image_size)  # fmt: skip

@@ -1,9 +1,12 @@
-"""Stage ``evaluate``: the trained model and the prototype baseline on the fixed episodes.
+"""Stage ``evaluate``: the trained model and the prototype baseline on the fixed episodes, and
+the served system on the gate's episodes.
 
-Reads ``params.yaml`` ``evaluate``; the episodes are ``data/episodes/val.json`` (written by
-``prepare``) over ``data/train_set``'s val split. The baseline runs on the model's backbone,
-layers and image size, so the two differ only in the few-shot head. Writes
-``pipeline/eval/`` (``report.json`` as ``dinoseg eval`` writes it, with its plots),
+Reads ``params.yaml`` ``evaluate``; the benchmark episodes are ``data/episodes/val.json``
+(written by ``prepare``) over ``data/train_set``'s val split. The baseline runs on the model's
+backbone, layers and image size, so the two differ only in the few-shot head. Then
+:mod:`mlops.served_eval` measures the served system (model + ``pipeline/head`` + the support
+memory ``pipeline/memory``) on ``served.json`` and ``guard.json``. Writes ``pipeline/eval/``
+(``report.json`` as ``dinoseg eval`` writes it, with its plots; ``served/``, ``guard/``),
 ``metrics/eval.json`` (DVC metrics) and ``metrics/eval_class_iou.csv`` (DVC plot).
 A failed evaluation fails the stage: nothing downstream (registration, promotion) runs.
 """
@@ -25,7 +28,18 @@ from dinoseg.config import resolve
 from dinoseg.eval.protocol import EvalResult
 from dinoseg.predictor import FewShotPredictor
 from mlops.episodes import ListedEpisodes, list_digest, read_list
-from mlops.pipeline import EPISODES, EVAL, METRICS, MODEL, TRAIN_SET, section, stage_main
+from mlops.pipeline import (
+    EPISODES,
+    EVAL,
+    HEAD,
+    MEMORY,
+    METRICS,
+    MODEL,
+    TRAIN_SET,
+    section,
+    stage_main,
+)
+from mlops.served_eval import figures
 
 log = logging.getLogger("mlops.evaluate")
 EPISODE_LIST = EPISODES / "val.json"
@@ -57,20 +71,25 @@ def predictors(checkpoint: Path, cfg: EvaluateConfig) -> dict[str, FewShotPredic
     }
 
 
+def feature_cache(cfg: EvaluateConfig) -> Any:
+    """The evaluation's feature cache (in memory, and on disk across runs)."""
+    from dinoseg.feature_cache import FeatureCache
+
+    disk = cfg.feature_cache or str(cache_dir("features"))
+    return FeatureCache(max_bytes=int(cfg.cache_gb * 1024**3), disk_dir=disk)
+
+
 def run_episodes(models: Mapping[str, FewShotPredictor], cfg: EvaluateConfig) -> EvalResult:
     """Every model on the fixed evaluation episodes."""
     from dinoseg.data import FolderDataset
     from dinoseg.eval.protocol import evaluate
-    from dinoseg.feature_cache import FeatureCache
 
     spec = read_list(EPISODE_LIST)
     dataset = FolderDataset(TRAIN_SET, spec["split"])
     episodes = ListedEpisodes(dataset, spec)
     settings = {"data": str(TRAIN_SET), "split": spec["split"], "fold": spec["fold"],
                 "episode_list": str(EPISODE_LIST), "episode_list_sha": list_digest(EPISODE_LIST)}
-    disk = cfg.feature_cache or str(cache_dir("features"))
-    cache = FeatureCache(max_bytes=int(cfg.cache_gb * 1024**3), disk_dir=disk)
-    return evaluate(models, episodes, class_names=dataset.class_names, cache=cache,
+    return evaluate(models, episodes, class_names=dataset.class_names, cache=feature_cache(cfg),
                     settings=settings, n_examples=cfg.examples, progress=False)
 
 
@@ -118,14 +137,20 @@ def run() -> None:
         numbers = summary(result.report)
         if numbers["miou"] is None:
             raise RuntimeError("evaluation produced no mIoU (no valid episodes)")
+        gate = figures(MODEL, HEAD, MEMORY, cfg.image_size, feature_cache(cfg))
+        numbers.update({k: v for k, v in gate.items() if not k.endswith(("_sha", "_version"))})
         METRICS.mkdir(parents=True, exist_ok=True)
         (METRICS / "eval.json").write_text(json.dumps(numbers, indent=1) + "\n")
         write_class_iou(result.report, METRICS / "eval_class_iou.csv")
         run.log_metrics(numbers)
         run.log_artifacts(EVAL, "eval")
-        run.set_tags({"episode_list_sha": result.report["settings"]["episode_list_sha"]})
-        log.info("mIoU %.2f (prototype baseline %.2f) on %d episodes", numbers["miou"],
-                 numbers["baseline_miou"] or 0.0, numbers["episodes"])
+        run.set_tags({"episode_list_sha": result.report["settings"]["episode_list_sha"],
+                      **{k: str(v) for k, v in gate.items() if k.endswith(("_sha", "_version"))}})
+        (EVAL / "gate.json").write_text(json.dumps(gate, indent=1) + "\n")
+        log.info("mIoU %.2f (prototype baseline %.2f) on %d episodes; served %s (prototype + "
+                 "memory %s), guard %s", numbers["miou"], numbers["baseline_miou"] or 0.0,
+                 numbers["episodes"], gate["served_miou"], gate["served_baseline_miou"],
+                 gate["guard_miou"])
 
 
 if __name__ == "__main__":

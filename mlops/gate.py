@@ -1,10 +1,15 @@
 """The promotion gate: does the challenger become the champion?
 
-- The challenger's validation mIoU must exist (a failed or empty evaluation never promotes).
+- The challenger's mIoU must exist (a failed or empty evaluation never promotes). The figure is
+  what users get — the served system on the held-back labelled images of the served classes —
+  when it was measured, else the benchmark episodes' mIoU.
 - With a champion: promote when ``challenger >= champion - tolerance`` (both measured on the
   same episodes; mIoU in percent, tolerance in mIoU points).
 - Without one (the first model): promote only when the challenger beats the prototype
   baseline measured on the same episodes (strictly greater).
+- The generality guard (:func:`with_guard`): a challenger that gains on its classes but whose
+  few-shot mIoU on a dataset it never trains on falls more than ``guard_tolerance`` below the
+  reference's (the champion's, else the prototype's) is refused.
 """
 
 from __future__ import annotations
@@ -51,3 +56,19 @@ def decide(challenger: float | None, champion: float | None, baseline: float | N
         reason = f"first model: challenger {challenger:.2f} {verdict} prototype {reference:.2f}"
     return Decision(ok, ("promoted: " if ok else "refused: ") + reason, challenger, reference,
                     against)
+
+
+def with_guard(decision: Decision, guard: float | None, reference: float | None,
+               guard_tolerance: float) -> Decision:  # fmt: skip
+    """``decision``, refused when the guard fails (see the module docstring); unchanged when
+    the guard was not measured (no guard dataset configured)."""
+    if guard_tolerance < 0 or not math.isfinite(guard_tolerance):
+        raise ValueError(f"guard tolerance must be a non-negative number, got {guard_tolerance}")
+    if guard is None or reference is None or not decision.promote:
+        return decision
+    if not math.isfinite(guard) or guard < reference - guard_tolerance:
+        reason = (f"refused by the generality guard: {guard:.2f} < {reference:.2f} - tolerance "
+                  f"{guard_tolerance:g} (was: {decision.reason})")
+        return Decision(False, reason, decision.challenger, decision.reference, decision.against)
+    reason = f"{decision.reason}; guard {guard:.2f} >= {reference:.2f} - {guard_tolerance:g}"
+    return Decision(True, reason, decision.challenger, decision.reference, decision.against)

@@ -22,7 +22,9 @@ TRAIN_SET = Path("data/train_set")  # prepare: merged dataset folder (classes.js
 EPISODES = Path("data/episodes")  # prepare: val.json (fixed evaluation episodes), report.json
 TEACHER = Path("pipeline/teacher")  # teacher: subset/ (distillation images), embeddings/
 DISTILLED = Path("pipeline/distilled")  # distill: checkpoint directory
-MODEL = Path("pipeline/model")  # train: checkpoint directory
+MODEL = Path("pipeline/model")  # train: checkpoint directory (the few-shot segmenter)
+HEAD = Path("pipeline/head")  # heads: the supervised head of the served classes
+MEMORY = Path("pipeline/memory")  # memory: the support memory of the training set (persisted)
 EVAL = Path("pipeline/eval")  # evaluate: report.json + plots
 METRICS = Path("metrics")  # small JSON/CSV files kept in git (dvc metrics / plots)
 

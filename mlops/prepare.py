@@ -1,9 +1,18 @@
-"""Stage ``prepare``: base dataset + annotators' labels -> training set + fixed val episodes.
+"""Stage ``prepare``: base dataset + annotators' labels -> training set + fixed episode lists.
 
-Reads ``params.yaml`` ``prepare`` (and ``train.fold``: the evaluation episodes test that fold's
-novel classes). Writes ``data/train_set/`` (dataset folder, symlinked pairs, with
-``prepare_report.json``), ``data/episodes/val.json`` (the evaluation episodes, by stem) and
-``metrics/prepare.json``. Run by DVC as ``python -m mlops.prepare``.
+Reads ``params.yaml`` ``prepare`` (and ``train.fold``: the benchmark episodes test that fold's
+novel classes; fold -1, the served model trained on every class, tests every class). Writes
+``data/train_set/`` (dataset folder, symlinked pairs, with ``prepare_report.json``; held-back
+labels in ``labels_val``), ``data/episodes/``:
+
+- ``val.json``     the benchmark episodes over the base's val split (by stem);
+- ``served.json``  what users get: each held-back labelled image queried for each class it
+                   shows, 1-shot supports from the training images (no labels held back
+                   yet: the base's val images), the promotion gate's first figure;
+- ``guard.json``   few-shot episodes on ``prepare.guard``, a dataset the served model never
+                   trains on (the gate's generality guard; absent when no guard is set);
+
+and ``metrics/prepare.json``. Run by DVC as ``python -m mlops.prepare``.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from dinoseg.data.folds import DEFAULT_MIN_AREA
 from dinoseg.io import InputError
 from mlops.merge import MergeReport, merge
 from mlops.pipeline import EPISODES, METRICS, TRAIN_SET, section, stage_main
+from mlops.served_episodes import guard_list, served_list
 
 log = logging.getLogger("mlops.prepare")
 
@@ -33,6 +43,9 @@ class PrepareConfig:
     labels: str = "data/labels"
     strict: bool = False  # true: any skipped label file fails the stage
     labels_val_fraction: float = 0.2  # labelled images held back for the gate (by stem hash)
+    served_episodes: int = 300  # at most this many served episodes (seeded choice)
+    guard: str = ""  # DIR[:SPLIT] of the generality guard ("" = none)
+    guard_episodes: int = 100
     val_episodes: int = 300
     shots: int = 1
     seed: int = 0
@@ -43,10 +56,11 @@ def episode_list(root: Path, cfg: PrepareConfig, fold_index: int) -> dict[str, A
     """The fixed evaluation episodes: ``cfg.val_episodes`` seeded episodes over the val split,
     classes = the fold's novel classes; each ``{class_id, query, supports}`` by stem."""
     from dinoseg.data import EpisodeSampler, FolderDataset
-    from dinoseg.data.folds import dataset_fold
+    from dinoseg.data.folds import Fold, dataset_fold
 
     ds = FolderDataset(root, "val")
-    fold = dataset_fold(ds.class_names, ds.class_ids, fold_index)
+    fold = (Fold("all", -1, 0, ds.class_ids, ds.class_ids) if fold_index < 0
+            else dataset_fold(ds.class_names, ds.class_ids, fold_index))  # fmt: skip
     sampler = EpisodeSampler(ds, fold.novel, shots=cfg.shots, n_episodes=cfg.val_episodes,
                              seed=cfg.seed, min_area=cfg.min_area)
     episodes = []
@@ -114,7 +128,13 @@ def run() -> None:
         episodes = episode_list(TRAIN_SET, cfg, fold)
         shutil.rmtree(EPISODES, ignore_errors=True)
         _write_json(EPISODES / "val.json", episodes)
-        numbers = summary(report, len(episodes["episodes"]))
+        served = served_list(TRAIN_SET, cfg.shots, cfg.seed, cfg.min_area, cfg.served_episodes)
+        _write_json(EPISODES / "served.json", served)
+        if cfg.guard:
+            guard = guard_list(cfg.guard, cfg.shots, cfg.seed, cfg.min_area, cfg.guard_episodes)
+            _write_json(EPISODES / "guard.json", guard)
+        numbers = {**summary(report, len(episodes["episodes"])),
+                   "served_episodes": len(served["episodes"])}
         _write_json(METRICS / "prepare.json", numbers)
         run.log_metrics(numbers)
         run.log_artifacts(TRAIN_SET / "prepare_report.json")

@@ -4,13 +4,13 @@ Reads ``params.yaml`` ``distill`` (teacher, its checkpoint/options, ``max_images
 ``max_val_images``, splits). Writes ``pipeline/teacher/``:
 
 - ``subset/``: a dataset folder with the first ``max_images`` training and ``max_val_images``
-  validation pairs of ``data/train_set`` (0 = all), the images ``distill`` reads;
+  validation pairs of the base dataset (``prepare.base``; 0 = all), the images ``distill``
+  reads (labels are not used by distillation, so annotators' labels never rerun it);
 - ``embeddings/``: :func:`dinoseg.teachers.cache.cached_embeddings` files for them.
 
 The output persists between runs (``persist: true`` in ``dvc.yaml``): embeddings already there
 are reused, only new images go through the teacher, and entries of images no longer used are
-removed. When new labels do not change the subset, the output is byte-identical and DVC skips
-``distill``.
+removed.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dinoseg.config import resolve
 from dinoseg.data import FolderDataset
 from dinoseg.distill.loop import DistillConfig
 from mlops.merge import link, write_classes
-from mlops.pipeline import TEACHER, TRAIN_SET, section, stage_main
+from mlops.pipeline import TEACHER, section, stage_main
 
 log = logging.getLogger("mlops.teacher")
 SUBSET = TEACHER / "subset"
@@ -86,7 +86,8 @@ def run() -> None:
               "max_images", "max_val_images")
     params = {k: v for k, v in dataclasses.asdict(cfg).items() if k in fields}
     with stage_run("teacher", params) as run:
-        images = build_subset(TRAIN_SET, SUBSET, cfg)
+        base = Path(str(section("prepare").get("base") or "../shared/data/camvid"))
+        images = build_subset(base, SUBSET, cfg)
         EMBEDDINGS.mkdir(parents=True, exist_ok=True)
         counts = cache_embeddings(cfg, images, EMBEDDINGS)
         run.log_metrics(counts)

@@ -1,7 +1,10 @@
-"""Stage ``train``: episodic meta-training (:mod:`dinoseg.train`).
+"""Stage ``train``: episodic meta-training of the few-shot segmenter (:mod:`dinoseg.train`).
 
-Reads ``params.yaml`` ``train``; the pipeline wires ``data`` (``data/train_set``) and ``init``
-(``pipeline/distilled``). Writes the checkpoint directory ``pipeline/model/``,
+Reads ``params.yaml`` ``train``; the pipeline wires ``data`` (the base dataset,
+``prepare.base``) and ``init`` (``pipeline/distilled``). The segmenter learns from the base
+dataset only: annotators' labels teach the supervised head (stage ``heads``) and the support
+memory, measured to gain more, in seconds instead of minutes (README "Served classes"), so
+new labels never rerun this stage. Writes the checkpoint directory ``pipeline/model/``,
 ``metrics/train.json`` and ``metrics/train_history.csv`` (one row per validation epoch, a DVC
 plot). MLflow: the resolved config, per-epoch loss / bank-validation mIoU / learning rate, the
 checkpoint directory and its model card.
@@ -23,7 +26,7 @@ from typing import Any
 from dinoseg.cache import cache_dir
 from dinoseg.config import resolve
 from dinoseg.train.loop import TrainConfig
-from mlops.pipeline import DISTILLED, METRICS, MODEL, TRAIN_SET, section, stage_main
+from mlops.pipeline import DISTILLED, METRICS, MODEL, section, stage_main
 
 log = logging.getLogger("mlops.train")
 WORK = MODEL.with_name(MODEL.name + ".work")
@@ -33,7 +36,8 @@ HISTORY_FIELDS = ("step", "loss", "val_miou_bank", "val_fb_iou_bank", "lr", "sec
 def config() -> TrainConfig:
     """The ``train`` section with the pipeline's wiring."""
     params = section("train")
-    wired = {"data": str(TRAIN_SET), "init": str(DISTILLED),
+    base = str(section("prepare").get("base") or "../shared/data/camvid")
+    wired = {"data": base, "init": str(DISTILLED),
              "feature_cache": params.get("feature_cache") or str(cache_dir("features"))}
     return resolve(TrainConfig, params, wired)
 

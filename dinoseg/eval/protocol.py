@@ -245,9 +245,13 @@ def _run_episodes(
 
 
 def _cached(p: FewShotPredictor, cache: FeatureCache) -> CachedPredictor:
-    """``p`` through ``cache``; a :class:`CachedPredictor` (subclass) on that cache as it is."""
-    if isinstance(p, CachedPredictor) and p.cache is cache:
-        return p
+    """``p`` through ``cache``; a :class:`CachedPredictor` (subclass) on that cache as it is,
+    and a served predictor (:class:`dinoseg.served.ServedPredictor`: few-shot side and head
+    already share a cache of their own) as it is."""
+    from dinoseg.served import ServedPredictor
+
+    if (isinstance(p, CachedPredictor) and p.cache is cache) or isinstance(p, ServedPredictor):
+        return p  # type: ignore[return-value]
     return CachedPredictor(p, cache)
 
 

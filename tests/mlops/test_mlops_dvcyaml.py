@@ -81,7 +81,8 @@ def test_deps_name_the_code_each_stage_runs():
 
 def test_stages_match_the_code():
     stages = _load("dvc.yaml")["stages"]
-    assert list(stages) == ["prepare", "teacher", "distill", "train", "evaluate", "register"]
+    assert list(stages) == ["prepare", "teacher", "distill", "train", "heads", "memory",
+                            "evaluate", "register"]
     for name, stage in stages.items():
         assert stage["cmd"] == f"python -m mlops.{name}"
         module = importlib.import_module(f"mlops.{name}")
@@ -93,7 +94,13 @@ def test_stages_match_the_code():
     assert outs["distill"] == {str(pipeline.DISTILLED)}
     assert str(pipeline.MODEL) in outs["train"] and str(pipeline.EVAL) in outs["evaluate"]
     assert str(pipeline.DISTILLED) in stages["train"]["deps"]
-    assert str(pipeline.MODEL) in stages["evaluate"]["deps"]
+    assert outs["heads"] >= {str(pipeline.HEAD)} and outs["memory"] >= {str(pipeline.MEMORY)}
+    for product in (pipeline.MODEL, pipeline.HEAD, pipeline.MEMORY):
+        assert str(product) in stages["evaluate"]["deps"] and str(product) in stages[
+            "register"]["deps"]  # fmt: skip
+    # annotators' labels never rerun the segmenter's stages (the head and memory learn them)
+    for name in ("teacher", "distill", "train"):
+        assert str(pipeline.TRAIN_SET) not in stages[name]["deps"]
 
 
 def test_every_params_key_exists():
@@ -111,14 +118,19 @@ def test_params_sections_resolve():
     from dinoseg.distill.loop import DistillConfig
     from dinoseg.train.loop import TrainConfig
     from mlops.evaluate import EvaluateConfig
+    from mlops.heads import config as heads_config
+    from mlops.memory import MemoryConfig
     from mlops.prepare import PrepareConfig
     from mlops.register import RegisterConfig
 
     params = _load("params.yaml")
     for cls, section in ((PrepareConfig, "prepare"), (DistillConfig, "distill"),
                          (TrainConfig, "train"), (EvaluateConfig, "evaluate"),
-                         (RegisterConfig, "register")):
+                         (RegisterConfig, "register"), (MemoryConfig, "memory")):
         resolve(cls, params[section])  # unknown keys or bad values raise
+    heads = {**params["heads"], "warm_start": False}
+    cfg, warm = heads_config(heads)
+    assert not warm and cfg.kind == "linear" and cfg.data == ("data/train_set:train",)
     assert params["register"]["model_name"] == "dinoseg-segmenter"
 
 

@@ -36,3 +36,20 @@ def test_missing_reference_refuses_and_bad_tolerance_is_an_error():
     assert not decide(50.0, None, None, tolerance=1.0).promote
     with pytest.raises(ValueError, match="tolerance"):
         decide(50.0, 40.0, 30.0, tolerance=-1.0)
+
+
+def test_the_generality_guard_refuses_a_model_that_forgets():
+    from mlops.gate import with_guard
+
+    won = decide(55.0, 50.0, 40.0, tolerance=1.0)
+    kept = with_guard(won, guard=39.5, reference=40.0, guard_tolerance=1.0)
+    assert kept.promote and "guard 39.50 >= 40.00" in kept.reason
+    forgot = with_guard(won, guard=38.0, reference=40.0, guard_tolerance=1.0)
+    assert not forgot.promote and forgot.reason.startswith("refused by the generality guard")
+    assert forgot.challenger == 55.0 and forgot.reference == 50.0
+    assert with_guard(won, None, 40.0, 1.0) is won  # no guard dataset: the decision stands
+    lost = decide(40.0, 50.0, 40.0, tolerance=1.0)
+    assert with_guard(lost, 60.0, 40.0, 1.0) is lost  # the guard never promotes by itself
+    assert not with_guard(won, math.nan, 40.0, 1.0).promote
+    with pytest.raises(ValueError, match="guard tolerance"):
+        with_guard(won, 40.0, 40.0, -1.0)

@@ -29,14 +29,16 @@ from tests.conftest import COLOURS, tiny_dinov2, write_synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-ALL_STAGES = ["prepare", "teacher", "distill", "train", "evaluate", "register"]
+ALL_STAGES = ["prepare", "teacher", "distill", "train", "heads", "memory", "evaluate",
+              "register"]
 TIMEOUT = 300
 
 
-def smoke_params(base: Path, backbone: Path) -> dict:
+def smoke_params(base: Path, backbone: Path, guard: Path) -> dict:
     """The repository's params.yaml with a schedule of seconds on tiny data and models."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["prepare"].update(base=str(base), val_episodes=12)
+    params["prepare"].update(base=str(base), val_episodes=12, served_episodes=12,
+                             guard=f"{guard}:val", guard_episodes=8)
     common = {"backbone": str(backbone), "layers": [1, 2], "arch": "fsdino-tiny-residual",
               "threads": 1}  # the served recipe at tiny dims
     params["distill"].update(copy.deepcopy(common), teacher="tiny-random",
@@ -44,6 +46,9 @@ def smoke_params(base: Path, backbone: Path) -> dict:
                              batch_size=2, max_images=6, max_val_images=3)
     params["train"].update(copy.deepcopy(common), image_size=70, steps=40, epoch_steps=10,
                            batch_size=4, val_episodes=6, warmup_steps=1, min_area=0.01, lr=0.01)
+    params["heads"].update(backbone=str(backbone), layers=[1, 2], blocks=[2], image_size=70,
+                           steps=20, warm_steps=10, eval_every=10, threads=1)
+    params["memory"].update(backbone=str(backbone), layer=2, image_size=70)
     params["evaluate"].update(examples=1)
     params["register"].update(tolerance=5.0)  # 12 episodes: figures move by several points
     return params
@@ -89,6 +94,7 @@ def ran(output: str) -> list[str]:
 def project(tmp_path_factory) -> Project:
     tmp = tmp_path_factory.mktemp("pipeline")
     write_synthetic_dataset(tmp / "base", n_train=10, n_val=6)
+    write_synthetic_dataset(tmp / "guard", n_train=2, n_val=6)  # never trained on
     tiny_dinov2(layers=2).save_pretrained(tmp / "bb")
     root = tmp / "project"
     root.mkdir()
@@ -96,7 +102,8 @@ def project(tmp_path_factory) -> Project:
     for package in ("mlops", "dinoseg"):  # the code the stages run is part of their deps
         shutil.copytree(REPO / package, root / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    (root / "params.yaml").write_text(yaml.safe_dump(smoke_params(tmp / "base", tmp / "bb")))
+    params = smoke_params(tmp / "base", tmp / "bb", tmp / "guard")
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / "data/labels").mkdir(parents=True)
     (root / "data/labels/.gitkeep").touch()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DINOSEG_"))}
@@ -120,13 +127,18 @@ def test_repro_runs_every_stage_and_promotes_the_first_model(project):
     assert ran(out) == ALL_STAGES
     evaluation = project.metrics("eval")
     assert evaluation["miou"] > evaluation["baseline_miou"]
+    assert evaluation["served_episodes"] > 0 and evaluation["guard_episodes"] == 8
     record = project.metrics("register")
-    assert record["promoted"] and record["version"] == 1
-    assert record["challenger_miou"] == evaluation["miou"]
-    assert record["baseline_miou"] == evaluation["baseline_miou"]
-    assert project.alias("champion") == project.alias("challenger") == "1"
+    assert record["figure"] == "served"  # the gate judges what users get
+    assert record["promoted"] == (evaluation["served_miou"] > evaluation["served_baseline_miou"])
+    assert record["version"] == 1 and record["challenger_miou"] == evaluation["served_miou"]
+    assert record["guard_miou"] == evaluation["guard_miou"]
+    assert project.alias("challenger") == "1"
     for path in ("data/train_set/classes.json", "data/episodes/val.json",
-                 "pipeline/model/model.safetensors", "pipeline/eval/report_class_iou.png",
+                 "data/episodes/served.json", "data/episodes/guard.json",
+                 "pipeline/model/model.safetensors", "pipeline/head/model.safetensors",
+                 "pipeline/memory/manifest.json", "pipeline/eval/served/report.json",
+                 "pipeline/eval/guard/report.json", "pipeline/eval/report_class_iou.png",
                  "metrics/train_history.csv", "metrics/eval_class_iou.csv"):
         assert (project.root / path).is_file(), path
     assert "files pushed" in project.dvc("push")  # the default local remote works
@@ -144,7 +156,8 @@ def test_stages_share_a_pipeline_run_in_mlflow(project):
     by_stage = {r.data.tags["stage"]: r for r in runs}
     assert set(by_stage) == {"pipeline", *ALL_STAGES}
     train = by_stage["train"]
-    assert train.data.params["lr"] == "0.01" and train.data.params["data"] == "data/train_set"
+    base = str(project.root.parent / "base")
+    assert train.data.params["lr"] == "0.01" and train.data.params["data"] == base
     assert [m.step for m in client.get_metric_history(train.info.run_id, "loss")] == [10, 20,
                                                                                          30, 40]
     listed = {a.path for a in client.list_artifacts(train.info.run_id, "checkpoint")}
@@ -187,8 +200,10 @@ def test_new_labels_rerun_from_prepare(project):
     Image.fromarray(mask).save(labels / "train/masks/annotated.png")
     (labels / "train/images/broken.jpg").write_bytes(b"\xff\xd8 truncated")
     out = project.dvc("repro")
-    # the distillation subset (first 6 images) did not change, so distill is skipped
-    assert ran(out) == ["prepare", "teacher", "train", "evaluate", "register"]
+    # labels teach the head and the memory; the segmenter's stages (teacher, distill, train)
+    # read the base dataset only and do not rerun
+    assert ran(out) == ["prepare", "heads", "memory", "evaluate", "register"]
+    assert json.loads((project.root / "metrics/memory.json").read_text())["added"] == 1
     prepared = project.metrics("prepare")
     assert (prepared["label_images"], prepared["skipped_label_files"]) == (1, 1)
     assert "broken.jpg" in out  # the skipped file is reported
