@@ -1,8 +1,11 @@
-"""A rectangle to a mask: the packaged LiteMedSAM's box prompt, or DINOv2 inside vs around it.
+"""A rectangle to a mask: the packaged LiteMedSAM's box prompt, and DINOv2 inside vs around it.
 
 LiteMedSAM was trained on box prompts only (point prompts give it empty masks), so a
-rectangle is where the packaged decoder can help; bench/interactive_noc.py measures both
-routes on the benchmark objects' tight boxes.
+rectangle is where the packaged decoder can help. Mean IoU of one tight box on the tuning
+objects (50 CamVid train / 50 VOC-subset objects outside the benchmark's split):
+LiteMedSAM 0.661 / 0.628, DINOv2 0.598 / 0.715, their union 0.737 / 0.745 (intersection
+0.518 / 0.593, LiteMedSAM when it agrees with DINOv2 at IoU >= 0.7 else DINOv2 0.582 / 0.700).
+The engine uses the union; bench/interactive_noc.py measures the routes on its objects.
 """
 
 from __future__ import annotations

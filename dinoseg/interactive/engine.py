@@ -47,7 +47,8 @@ class InteractiveEngine:
     Args:
         backbone: frozen DINOv2 (its layers should be ``config.layers``).
         config: click-to-mask settings.
-        sam: a SAM-family model for rectangles (LiteMedSAM); ``None`` = DINOv2 for boxes too.
+        sam: a SAM-family model whose box mask is added to DINOv2's for a rectangle
+            (LiteMedSAM); ``None`` = DINOv2 alone.
         cache_dir: where features and embeddings are kept on disk (``None``: memory only).
         sessions: images kept in memory.
     """
@@ -111,10 +112,9 @@ class InteractiveEngine:
 
     def _box_mask(self, session: Session, box: Box) -> np.ndarray:
         shape = (int(session.image.shape[0]), int(session.image.shape[1]))
-        if self.sam is None:
-            mask = dino_box_mask(session.image, session.features, box)
-        else:
-            mask = sam_box_mask(self.sam, self._embedding(session), box, shape)
+        mask = dino_box_mask(session.image, session.features, box)
+        if self.sam is not None:  # the union beats either alone (dinoseg.interactive.box)
+            mask |= sam_box_mask(self.sam, self._embedding(session), box, shape)
         if not mask.any():  # nothing found: the annotator asked for the box's contents
             mask = box_pixels(box, shape)
         return mask

@@ -134,3 +134,6 @@ def test_box_routes_shapes(engine) -> None:
     sam = build_teacher("tiny-random")
     out = sam_box_mask(sam, sam_embedding(sam, image), box, (60, 80))
     assert out.shape == (60, 80) and out.dtype == bool and not out[:, :12].any()
+    both = InteractiveEngine(engine.backbone, CONFIG, sam=sam)  # a rectangle: their union
+    union = both.segment(both.session("b", lambda: image), [], box)
+    np.testing.assert_array_equal(union, dino | out)
