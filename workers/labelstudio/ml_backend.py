@@ -66,7 +66,8 @@ class MLBackendConfig:
         host, port: where it listens (loopback by default).
         backbone: DINOv2 spec for click-to-mask ("" = ``serving.backbone``, else packaged).
         image_size: click-to-mask working size (0 = :class:`InteractiveConfig`'s).
-        box_model: rectangles through ``litemedsam`` (the packaged SAM decoder) or ``dinov2``.
+        box_model: a rectangle's mask is DINOv2's united with the packaged LiteMedSAM's box
+            mask (``litemedsam``, ~3 s more per new image) or DINOv2's alone (``dinov2``).
         shots: labelled examples per class for pre-annotation.
         sessions: images whose features stay in memory.
         title: the ML backend's title in Label Studio.
