@@ -88,6 +88,15 @@ class ServedMemory:
             predictor.attach_memory(memory, self.mode)
         return None
 
+    def ready(self, predictor: ServedPredictor, timeout: float = 3600.0) -> bool:
+        """Attach the memory to ``predictor``, building it now (waiting) when it is missing;
+        returns whether it is in use (for callers that must not start without it)."""
+        self.attach(predictor)
+        building = self._building
+        if building is not None:
+            building.join(timeout)
+        return self.attach(predictor) is None
+
     def _start_build(self, backbone: Any) -> None:
         if self._building is not None and self._building.is_alive():
             return

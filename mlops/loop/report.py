@@ -1,0 +1,82 @@
+"""The loop's report: ``report.json`` and ``learning_curve.png``.
+
+::
+
+    {"classes": [...], "test": "DATA:SPLIT", "pool": "DATA:SPLIT", "mode": "real"|"in-process",
+     "settings": {...},
+     "strategies": {NAME: [{"round", "labels", "miou", "class_iou", "champion", "seconds",
+                            "seed", "errors"}, ...]},
+     "summary": {NAME: {"labels": [...], "miou_mean": [...], "miou_std": [...]}}}
+
+Round 0 is the served system before any label. With several seeds, each seed's rounds are
+listed (``seed``) and the summary averages them per round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def summarise(strategies: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per strategy and round: labels, mean and standard deviation of mIoU over seeds."""
+    out: dict[str, Any] = {}
+    for name, rows in strategies.items():
+        by_round: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            by_round[int(row["round"])].append(row)
+        rounds = sorted(by_round)
+        mious = [[r["miou"] for r in by_round[k] if r["miou"] is not None] for k in rounds]
+        out[name] = {
+            "rounds": rounds,
+            "labels": [float(np.mean([r["labels"] for r in by_round[k]])) for k in rounds],
+            "miou_mean": [float(np.mean(m)) if m else None for m in mious],
+            "miou_std": [float(np.std(m)) if m else None for m in mious],
+            "seeds": sorted({int(r.get("seed", 0)) for r in rows}),
+        }
+    return out
+
+
+def write_report(out: Path, report: dict[str, Any]) -> Path:
+    """Write ``out/report.json`` (atomically) with its summary; returns the path."""
+    out.mkdir(parents=True, exist_ok=True)
+    report = {**report, "summary": summarise(report["strategies"])}
+    path = out / "report.json"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def plot_curve(out: Path, report: dict[str, Any]) -> Path:
+    """``out/learning_curve.png``: test mIoU against labels, one line per strategy (mean over
+    seeds, a band of one standard deviation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = summarise(report["strategies"])
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for name, s in summary.items():
+        x = np.asarray(s["labels"], float)
+        y = np.asarray([np.nan if v is None else v for v in s["miou_mean"]], float)
+        sd = np.asarray([0.0 if v is None else v for v in s["miou_std"]], float)
+        ax.plot(x, y, marker="o", label=f"{name} ({len(s['seeds'])} seed(s))")
+        ax.fill_between(x, y - sd, y + sd, alpha=0.15)
+    ax.set_xlabel("labels (annotated results)")
+    ax.set_ylabel(f"test mIoU, {', '.join(report['classes'])}")
+    ax.set_title(f"Active-learning loop ({report.get('mode', '?')}): {report.get('test', '')}",
+                 fontsize=9)  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "learning_curve.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
