@@ -34,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--in-process", action="store_true",
                    help="call the same functions without services (fast experiments)")
+    s.add_argument("--memory-only", action="store_true",
+                   help="labels reach the support memory only: no retraining (what each half "
+                   "of the loop buys)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,13 +57,18 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seed or [0], out=args.out.resolve(),
         mode="in-process" if args.in_process else "real", guard=args.guard,
     )  # fmt: skip
+    from functools import partial
+
+    from mlops.loop.report import summarise
+
+    settings.extra["retrain"] = not args.memory_only
     if args.in_process:
         from mlops.loop.inprocess import InProcess
 
-        report = run_all(settings, InProcess)
+        report = run_all(settings, partial(InProcess, retrain=not args.memory_only))
     else:
         from mlops.loop.realstack import RealStack
 
-        report = run_all(settings, RealStack)
-    print(json.dumps(report.get("summary", {}), indent=1))
+        report = run_all(settings, partial(RealStack, retrain=not args.memory_only))
+    print(json.dumps(summarise(report["strategies"]), indent=1))
     return 0

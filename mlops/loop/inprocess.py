@@ -42,10 +42,10 @@ def inside(project: Path) -> Iterator[None]:
 class InProcess:
     """A :class:`mlops.loop.rounds.Driver` over the functions the stack runs."""
 
-    def __init__(self, scen: Scenario, project: Path):
+    def __init__(self, scen: Scenario, project: Path, *, retrain: bool = True):
         from serving.segment import SegmentJob
 
-        self.scen, self.project = scen, project
+        self.scen, self.project, self.retrains = scen, project, retrain
         self.oracle = Oracle(scen)
         self.uploads = Uploads(scen, self.oracle)
         with inside(project):
@@ -89,7 +89,7 @@ class InProcess:
                 if self.job.memory is not None:
                     _to_memory(self.job.memory.add_label, labels, stem, report)
                 errors += report.memory_errors
-            champion = self.retrain(errors)
+            champion = self.retrain(errors) if self.retrains else self.champion()
         return Learned(len(picked), champion, errors)
 
     def retrain(self, errors: list[str]) -> str | None:

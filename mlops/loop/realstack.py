@@ -45,8 +45,8 @@ class RealStack:
     """A :class:`mlops.loop.rounds.Driver` over a running stack (started here, stopped by
     :meth:`close`)."""
 
-    def __init__(self, scen: Scenario, project: Path):
-        self.scen, self.project = scen, project
+    def __init__(self, scen: Scenario, project: Path, *, retrain: bool = True):
+        self.scen, self.project, self.retrains = scen, project, retrain
         self.env = self._env()
         self.proc = self._start()
         from workers.app import make_app
@@ -132,6 +132,8 @@ class RealStack:
         synced = self._call("dinoseg.sync_annotations", timeout=600)
         errors += [str(s) for s in synced.get("skipped") or []]
         errors += [str(s) for s in synced.get("memory_errors") or []]
+        if not self.retrains:
+            return Learned(int(synced.get("new_labels") or 0), self.champion(), errors)
         retrain = self._call("dinoseg.retrain")
         if retrain.get("returncode") != 0:
             errors.append(f"retrain failed ({retrain.get('returncode')}): "

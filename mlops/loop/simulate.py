@@ -88,7 +88,8 @@ def run_all(settings: Settings, make_driver: Callable[[Scenario, Path], Driver])
         "classes": settings.classes, "pool": f"{settings.pool}:{settings.pool_split}",
         "test": f"{settings.test}:{settings.test_split}", "mode": settings.mode,
         "settings": {"rounds": settings.rounds, "budget": settings.budget,
-                     "seeds": settings.seeds, "guard": settings.guard},
+                     "seeds": settings.seeds, "guard": settings.guard,
+                     "retrain": settings.extra.get("retrain", True)},
         "strategies": {s: [] for s in settings.strategies},
     }  # fmt: skip
     for seed in settings.seeds:
