@@ -102,6 +102,8 @@ CASES = [
      "bad dinoseg_query_sha256"),
     ("corrupt query image", _data("dinoseg_query", lambda u, t: str(u / "corrupt.png")),
      "not a readable image"),
+    ("query image gone", _data("dinoseg_query", lambda u, t: str(u / "deleted.png")),
+     "deleted.png"),
 ]  # fmt: skip
 
 

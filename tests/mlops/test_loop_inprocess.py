@@ -83,3 +83,28 @@ def test_every_round_is_logged_to_mlflow(run) -> None:
     assert run.info.run_name == "random-seed0"
     history = client.get_metric_history(run.info.run_id, "labels")
     assert [(m.step, m.value) for m in history] == [(0, 0.0), (1, 2.0), (2, 4.0)]
+
+
+def test_a_retrain_that_fails_keeps_the_last_good_champion(run, monkeypatch) -> None:
+    import mlops.heads
+    from mlops.loop.scenario import Scenario
+
+    out, report = run
+    home = out / "runs" / "uncertainty-seed0" / "home"
+    project = out / "runs" / "uncertainty-seed0" / "project"
+    monkeypatch.setenv("DINOSEG_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    data = Path(report["pool"].rsplit(":", 1)[0])
+    scen = Scenario.load(data, "train", data, "val", ["c1", "c2"])
+    driver = InProcess(scen, project)
+    before = driver.champion()
+    labels = sorted((project / "data/labels/train/masks").iterdir())
+
+    def broken() -> None:
+        raise RuntimeError("out of memory mid-way")
+
+    monkeypatch.setattr(mlops.heads, "run", broken)
+    errors: list[str] = []
+    assert driver.retrain(errors) == before  # the champion stays the last good model
+    assert errors == ["heads: RuntimeError: out of memory mid-way"]
+    assert sorted((project / "data/labels/train/masks").iterdir()) == labels  # nothing lost

@@ -146,3 +146,31 @@ def test_sync_adds_new_classes_and_reports_refused_annotations(stack_env, labels
     text = status_markdown({"refused_annotations": count, "refused_reasons": reasons})
     assert "annotation(s) refused" in text and "unicorn" in text
     assert Path(labels / "train" / "images").is_dir()
+
+
+def test_a_class_renamed_in_label_studio_becomes_a_new_class(stack_env, labelstudio,
+                                                              tmp_path) -> None:  # fmt: skip
+    from workers.labelstudio.convert import label_config
+
+    review = fresh_review("classes: renamed")
+    labels = tmp_path / "labels"
+    first = rv.queue(review, stored_result(stack_env, 30, class_name="car", version="3",
+                                           confidence=0.2))["task_id"]  # fmt: skip
+    client = labelstudio.client()
+    drawn = blob(72, 96, 30)[1]
+    client.annotations.create(id=first, result=[mask_to_result(drawn, "car")])
+    assert sync(review, labels).new_labels == 1  # synced under the old name
+    project = ls.find_project(client, review.config.project_title)
+    # an admin renames the label in Label Studio (car -> automobile)
+    client.projects.update(id=project, label_config=label_config(["road", "automobile"]))
+    second = rv.queue(review, stored_result(stack_env, 31, class_name="car", version="3",
+                                            confidence=0.2))["task_id"]  # fmt: skip
+    client.annotations.create(id=second, result=[mask_to_result(drawn, "automobile")])
+    assert sync(review, labels).new_labels == 1
+    classes = json.loads((labels / "classes.json").read_text())["classes"]
+    assert classes == {"0": "road", "1": "car", "2": "automobile"}
+    masks = sorted((labels / "train" / "masks").iterdir())
+    assert len(masks) == 2  # the label synced under the old name is kept
+    drawn_ids = sorted(int(v) for m in masks for v in np.unique(np.asarray(Image.open(m)))
+                       if v != 255)  # fmt: skip
+    assert drawn_ids == [1, 2]  # car and automobile, one image each
