@@ -93,15 +93,16 @@ class InProcess:
         return Learned(len(picked), champion, errors)
 
     def retrain(self, errors: list[str]) -> str | None:
-        """The simulation pipeline's stages, in order; a failing stage stops the round's
-        retraining (the champion stays the last good model)."""
-        for stage in LOOP_STAGES:
-            try:
-                importlib.import_module(f"mlops.{stage}").run()
-            except Exception as e:
-                log.exception("stage %s failed", stage)
-                errors.append(f"{stage}: {type(e).__name__}: {e}")
-                break
+        """The simulation pipeline's stages, in order, in the project folder; a failing stage
+        stops the round's retraining (the champion stays the last good model)."""
+        with inside(self.project):
+            for stage in LOOP_STAGES:
+                try:
+                    importlib.import_module(f"mlops.{stage}").run()
+                except Exception as e:
+                    log.exception("stage %s failed", stage)
+                    errors.append(f"{stage}: {type(e).__name__}: {e}")
+                    break
         return self.champion()
 
     def champion(self) -> str | None:

@@ -108,3 +108,4 @@ def test_a_retrain_that_fails_keeps_the_last_good_champion(run, monkeypatch) -> 
     assert driver.retrain(errors) == before  # the champion stays the last good model
     assert errors == ["heads: RuntimeError: out of memory mid-way"]
     assert sorted((project / "data/labels/train/masks").iterdir()) == labels  # nothing lost
+    assert not (Path.cwd() / "data" / "train_set").exists()  # the stages ran in the project
