@@ -80,6 +80,13 @@ def logs_dir(env: Mapping[str, str] | None = None) -> Path:
     return home(env) / "logs"
 
 
+def ml_backend_url(env: Mapping[str, str] | None = None) -> str:
+    """Where dinoseg's Label Studio ML backend listens (``DINOSEG_ML_BACKEND_URL``, default
+    loopback port 9090)."""
+    env = os.environ if env is None else env
+    return (env.get("DINOSEG_ML_BACKEND_URL") or "http://127.0.0.1:9090").rstrip("/")
+
+
 def label_studio_url(env: Mapping[str, str] | None = None) -> str:
     """Label Studio's base URL (``LABEL_STUDIO_URL``, default loopback port 8080)."""
     env = os.environ if env is None else env

@@ -38,6 +38,11 @@ def banner(sup: Supervisor, cfg: Asked, env: Mapping[str, str]) -> str:
         lines.append(f"  Label Studio  {ls.url} starting (about a minute the first time)")
     else:
         lines.append(label_studio_line(ls, env))
+    backend = by_name.get("mlbackend")
+    if backend is not None:
+        state = "up" if backend.name in sup.ready else "starting (loads DINOv2 and LiteMedSAM)"
+        lines.append(f"  ML backend    {backend.url} ({state}; click-to-mask and pre-annotation "
+                     "in the review project)")  # fmt: skip
     ml = by_name.get("mlflow")
     if ml is not None:
         store = redact(ml.env["MLFLOW_BACKEND_STORE_URI"])

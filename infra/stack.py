@@ -79,6 +79,7 @@ class StackConfig:
     mlflow_port: int = MLFLOW_PORT
     nodes: int = 1  # separate worker processes (each with ``workers`` pool processes)
     project: Path | None = None  # working folder of the services (default: this checkout)
+    device: str | None = None  # --device: the services' $DINOSEG_DEVICE (else serving.device)
 
 
 def labelstudio_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -130,6 +131,19 @@ def mlflow_service(cfg: StackConfig, env: Mapping[str, str]) -> Service:
                    env=server_env)  # fmt: skip
 
 
+def ml_backend_service(env: Mapping[str, str]) -> Service:
+    """dinoseg as Label Studio's ML backend (click-to-mask, pre-annotation), on loopback; it
+    connects itself to the review project once Label Studio answers."""
+    from urllib.parse import urlsplit
+
+    url = runtime.ml_backend_url(env)
+    parts = urlsplit(url)
+    argv = [sys.executable, "-m", "workers.labelstudio.ml_serve", "serve", "--host",
+            parts.hostname or "127.0.0.1", "--port", str(parts.port or 9090)]  # fmt: skip
+    return Service("mlbackend", argv, health_url=url + "/health", url=url, required=False,
+                   env={"DINOSEG_ML_BACKEND_URL": url})  # fmt: skip
+
+
 def worker_services(cfg: StackConfig, env: Mapping[str, str], beat: bool) -> list[Service]:
     """``cfg.nodes`` Celery worker processes; the first also runs the periodic jobs."""
     py = sys.executable
@@ -160,6 +174,7 @@ def plan(cfg: StackConfig, env: Mapping[str, str]) -> list[Service]:
             "labelstudio", [py, "-m", "infra.labelstudio", "serve"], health_url=url + "/health",
             ready_line=READY_LINE, url=url, required=False,
         ))  # fmt: skip
+        services.append(ml_backend_service(env))
     if cfg.mlflow:
         services.append(mlflow_service(cfg, env))
     if not cfg.in_process:
@@ -181,6 +196,8 @@ def stack_env(cfg: StackConfig, env: Mapping[str, str]) -> dict[str, str]:
     checkout importable when the services run in another project folder."""
     out = dict(env)
     out["DINOSEG_HOME"] = str(runtime.home(out))  # every child agrees on one absolute home
+    if cfg.device:
+        out["DINOSEG_DEVICE"] = cfg.device  # serving.config.DEVICE_ENV
     out.update(labelstudio_env(out))  # the worker talks to Label Studio with the same token
     if cfg.project is not None and Path(cfg.project).resolve() != ROOT:
         out["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), out.get("PYTHONPATH")) if p)
@@ -254,7 +271,8 @@ def _supervise(sup: Supervisor, cfg: StackConfig, env: Mapping[str, str], timeou
     while True:
         known = (set(sup.ready), set(sup.procs))
         newly = sup.poll()
-        waiting = [n for n in sup.starting() if n != "labelstudio"]  # it has its own timeout
+        # Label Studio and the ML backend have their own timeouts; the banner does not wait
+        waiting = [n for n in sup.starting() if n not in ("labelstudio", "mlbackend")]
         if not waiting and not up:
             sup.say(banner(sup, cfg, env))
             up = True
@@ -264,6 +282,8 @@ def _supervise(sup: Supervisor, cfg: StackConfig, env: Mapping[str, str], timeou
                     sup.say(label_studio_line(s, env).strip())
                 elif s.name == "mlflow":
                     sup.say(f"MLflow is up: {s.url}")
+                elif s.name == "mlbackend":
+                    sup.say(f"ML backend is up: {s.url}")
         if (set(sup.ready), set(sup.procs)) != known:
             sup.write_status(status_path(env))
         if waiting and time.monotonic() > deadline:

@@ -155,6 +155,9 @@ def _server_env(env: Mapping[str, str], paths: Paths) -> dict[str, str]:
         "LATEST_VERSION_CHECK": "false",
         "LOCAL_FILES_SERVING_ENABLED": "true",
         "LOCAL_FILES_DOCUMENT_ROOT": str(runtime.home(env)),
+        # dinoseg's ML backend listens on loopback; this lifts the block for ML backend URLs
+        # only (webhooks and imports stay guarded)
+        "ML_BLOCK_LOCAL_IP": "false",
         "PATH": f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}",
     })  # fmt: skip
     return out

@@ -4,7 +4,8 @@ The served segmenter is the training-free prototype (the measured 1-shot default
 "Support memory"), written once as ``pipeline/model``; the pipeline of the simulation keeps
 the stages that learn from labels — ``prepare``, ``heads``, ``memory``, ``evaluate``,
 ``register`` — of the repository's ``dvc.yaml``, so every round retrains, evaluates and gates
-exactly as ``dvc repro`` does for ML ops.
+exactly as ``dvc repro`` does for ML ops. The project holds a copy of the code (``PACKAGES``),
+which the stack started in it runs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from mlops.loop.scenario import Scenario, derive_base
 
 REPO = Path(__file__).resolve().parents[2]
 LOOP_STAGES = ("prepare", "heads", "memory", "evaluate", "register")
+#: copied into the project: the pipeline's code deps, and (run from the project folder) the code
+#: of the stack a real-mode simulation starts, so a long simulation runs one version throughout
+PACKAGES = ("mlops", "dinoseg", "serving", "workers", "webapp", "infra")
 #: what a simulation changes in the repository's params.yaml (faster, same methods)
 SIM_PARAMS: dict[str, dict[str, Any]] = {
     "prepare": {"served_episodes": 100, "guard_episodes": 40, "val_episodes": 40},
@@ -58,7 +62,7 @@ def write_project(root: Path, scen: Scenario, guard: str = "",
                               image_size=params["serving"]["image_size"], version="prototype")
         save_checkpoint(model, build_segmenter("prototype"), ck, metrics={},
                         card="# The training-free prototype (the served few-shot side)\n")
-    for package in ("mlops", "dinoseg"):  # the stages' code deps, as in the repository
+    for package in PACKAGES:  # a snapshot: the stages' code deps, and what the stack runs
         if not (root / package).exists():
             shutil.copytree(REPO / package, root / package,
                             ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip

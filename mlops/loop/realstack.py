@@ -61,6 +61,7 @@ class RealStack:
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "MLFLOW_"))}
         env.update(LABEL_STUDIO_URL=f"http://127.0.0.1:{_free_port()}",
+                   DINOSEG_ML_BACKEND_URL=f"http://127.0.0.1:{_free_port()}",
                    LABEL_STUDIO_API_KEY=secrets.token_hex(20),
                    LABEL_STUDIO_PASSWORD=secrets.token_urlsafe(12),
                    LABEL_STUDIO_USERNAME="oracle@dinoseg.local",
@@ -76,9 +77,9 @@ class RealStack:
                            env=self.env, timeout=120)  # fmt: skip
         port = _free_port()
         log_file = open(runtime.ensure(runtime.home()) / "demo.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("dinoseg")), "demo", "--project",
-             str(self.project), "--port", str(port), "--workers", "1"],
+        proc = subprocess.Popen(  # from the project folder: its copy of the code runs
+            [sys.executable, "-m", "dinoseg.cli", "demo", "--project", str(self.project),
+             "--port", str(port), "--workers", "1"],
             cwd=self.project, env=self.env, stdout=log_file, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip

@@ -120,3 +120,20 @@ def test_ready_needs_both_the_ready_line_and_the_health_url(tmp_path):
         assert not sup.is_ready(svc)  # the line is there, the URL does not answer
     finally:
         sup.stop()
+
+
+def test_the_ml_backend_comes_with_label_studio_on_loopback(tmp_path):
+    env = {"DINOSEG_HOME": str(tmp_path), "DINOSEG_ML_BACKEND_URL": "http://127.0.0.1:9311"}
+    services = plan(StackConfig(labelstudio=True), env)
+    assert [s.name for s in services] == ["labelstudio", "mlbackend", "worker", "app"]
+    backend = services[1]
+    assert backend.argv[backend.argv.index("--host") + 1] == "127.0.0.1"
+    assert backend.argv[backend.argv.index("--port") + 1] == "9311"
+    assert backend.health_url == "http://127.0.0.1:9311/health" and not backend.required
+    assert backend.env["DINOSEG_ML_BACKEND_URL"] == "http://127.0.0.1:9311"
+    default = plan(StackConfig(labelstudio=True), {"DINOSEG_HOME": str(tmp_path)})
+    assert default[1].url == "http://127.0.0.1:9090"
+    assert "mlbackend" not in [s.name for s in plan(StackConfig(labelstudio=False), env)]
+    text = banner(Supervisor(services, env, lambda s: None), StackConfig(labelstudio=True), env)
+    (line,) = [x for x in text.splitlines() if x.strip().startswith("ML backend")]
+    assert "http://127.0.0.1:9311" in line

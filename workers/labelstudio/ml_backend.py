@@ -24,7 +24,7 @@ The protocol of label-studio-ml-backend's ``LabelStudioMLBase`` as Label Studio 
 Errors answer with the HTTP status of :class:`BackendError` and the one-line message both in
 the JSON body (``{"error", "status": "ERROR"}``) and as the status line's reason phrase:
 Label Studio shows ``str(requests.HTTPError)``, which quotes the reason phrase.
-``python -m workers.labelstudio.ml_backend serve`` runs it (:mod:`workers.labelstudio.ml_serve`).
+``python -m workers.labelstudio.ml_serve serve`` runs it (:mod:`workers.labelstudio.ml_serve`).
 """
 
 from __future__ import annotations
@@ -288,11 +288,3 @@ def create_app(backend: Backend) -> Any:
         return Response(json.dumps(reply), status, mimetype="application/json")
 
     return app
-
-
-if __name__ == "__main__":
-    import sys
-
-    from workers.labelstudio.ml_serve import main
-
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Running the ML backend: ``python -m workers.labelstudio.ml_backend serve|status``.
+"""Running the ML backend: ``python -m workers.labelstudio.ml_serve serve|status``.
 
 For the local stack: :func:`launch` starts it as a child process (``serve`` in the project
 root), :func:`healthy` checks it, :func:`backend_url` is where it listens
@@ -35,14 +35,12 @@ from workers.labelstudio.ml_backend import Backend, MLBackendConfig, create_app,
 
 log = logging.getLogger(__name__)
 READY_LINE = "dinoseg: ML backend is up"
-DEFAULT_URL = "http://127.0.0.1:9090"
 CONNECT_RETRY_SECONDS = 5.0
 
 
 def backend_url(env: Mapping[str, str] | None = None) -> str:
     """Where the ML backend listens (and what Label Studio is given)."""
-    env = os.environ if env is None else env
-    return (env.get("DINOSEG_ML_BACKEND_URL") or DEFAULT_URL).rstrip("/")
+    return runtime.ml_backend_url(env)
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
@@ -60,7 +58,7 @@ def launch(env: Mapping[str, str], host: str | None = None, port: int | None = N
     ``host`` / ``port`` default to those of :func:`backend_url`. ``popen``: where its output
     goes, its session."""
     parts = urlsplit(backend_url(env))
-    cmd = [sys.executable, "-m", "workers.labelstudio.ml_backend", "serve",
+    cmd = [sys.executable, "-m", "workers.labelstudio.ml_serve", "serve",
            "--host", host or parts.hostname or "127.0.0.1",
            "--port", str(port or parts.port or 9090)]  # fmt: skip
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=dict(env), **popen)
@@ -222,7 +220,7 @@ def _url_layer(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m workers.labelstudio.ml_backend",
+    ap = argparse.ArgumentParser(prog="python -m workers.labelstudio.ml_serve",
                                  description=__doc__.splitlines()[0])  # fmt: skip
     ap.add_argument("command", choices=["serve", "status"])
     ap.add_argument("--host", default=None)
