@@ -79,6 +79,7 @@ class StackConfig:
     mlflow_port: int = MLFLOW_PORT
     nodes: int = 1  # separate worker processes (each with ``workers`` pool processes)
     project: Path | None = None  # working folder of the services (default: this checkout)
+    ml_backend: bool = True  # with Label Studio: dinoseg as its ML backend
     device: str | None = None  # --device: the services' $DINOSEG_DEVICE (else serving.device)
 
 
@@ -174,7 +175,8 @@ def plan(cfg: StackConfig, env: Mapping[str, str]) -> list[Service]:
             "labelstudio", [py, "-m", "infra.labelstudio", "serve"], health_url=url + "/health",
             ready_line=READY_LINE, url=url, required=False,
         ))  # fmt: skip
-        services.append(ml_backend_service(env))
+        if cfg.ml_backend:
+            services.append(ml_backend_service(env))
     if cfg.mlflow:
         services.append(mlflow_service(cfg, env))
     if not cfg.in_process:

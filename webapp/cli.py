@@ -30,12 +30,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--no-labelstudio", action="store_true", help="do not start Label Studio even if installed"
     )
     p.add_argument(
+        "--no-ml-backend", action="store_true",
+        help="do not start dinoseg's Label Studio ML backend (click-to-mask, pre-annotation)",
+    )
+    p.add_argument(
         "--mlflow",
         action="store_true",
         help="also start an MLflow server on loopback over the tracking store "
         "(MLFLOW_TRACKING_URI or $DINOSEG_HOME/mlflow.db); the services then use it",
     )
     p.add_argument("--mlflow-port", type=int, default=5000, help="its port (default: 5000)")
+    p.add_argument("--device", default=None,
+                   help="where the model runs: auto (CUDA when present) | cpu | cuda | cuda:N | "
+                   "mps (default: params.yaml serving.device, auto)")
     p.add_argument(
         "--project",
         default=None,
@@ -56,15 +63,21 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--port must be between 1 and 65535, got {args.port}")
     if args.project is not None and not (Path(args.project) / "params.yaml").is_file():
         raise InputError(f"--project {args.project}: no params.yaml there")
+    if args.device is not None:
+        from dinoseg.device import check_device_name
+
+        check_device_name(args.device)  # e.g. cuda asked for on a machine without one
     cfg = StackConfig(
         host=args.host,
         port=args.port,
         workers=args.workers,
         in_process=args.no_worker,
         labelstudio=False if args.no_labelstudio else None,
+        ml_backend=not args.no_ml_backend,
         mlflow=args.mlflow,
         mlflow_port=args.mlflow_port,
         project=None if args.project is None else Path(args.project).resolve(),
+        device=args.device,
     )
     try:
         return run_stack(cfg, say=lambda line: print(line, flush=True))

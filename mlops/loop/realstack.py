@@ -79,7 +79,7 @@ class RealStack:
         log_file = open(runtime.ensure(runtime.home()) / "demo.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(  # from the project folder: its copy of the code runs
             [sys.executable, "-m", "dinoseg.cli", "demo", "--project", str(self.project),
-             "--port", str(port), "--workers", "1"],
+             "--port", str(port), "--workers", "1", "--no-ml-backend"],
             cwd=self.project, env=self.env, stdout=log_file, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip

@@ -134,6 +134,8 @@ def test_the_ml_backend_comes_with_label_studio_on_loopback(tmp_path):
     default = plan(StackConfig(labelstudio=True), {"DINOSEG_HOME": str(tmp_path)})
     assert default[1].url == "http://127.0.0.1:9090"
     assert "mlbackend" not in [s.name for s in plan(StackConfig(labelstudio=False), env)]
+    off = plan(StackConfig(labelstudio=True, ml_backend=False), env)
+    assert [s.name for s in off] == ["labelstudio", "worker", "app"]
     text = banner(Supervisor(services, env, lambda s: None), StackConfig(labelstudio=True), env)
     (line,) = [x for x in text.splitlines() if x.strip().startswith("ML backend")]
     assert "http://127.0.0.1:9311" in line
