@@ -197,3 +197,32 @@ def test_missing_champion_falls_back_to_prototype_with_a_notice(
     assert holder.get().predictor is served.predictor  # built once per process
     assert holder.last_version == "prototype"
     assert review_config().retrain_after == 2  # the test project's params.yaml is read
+
+
+def test_a_delivered_task_warms_the_ml_backend(monkeypatch) -> None:
+    import http.server
+    import json as _json
+
+    from workers.labelstudio.review import warm_ml_backend
+
+    seen: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append({"path": self.path, **_json.loads(body)})
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    monkeypatch.setenv("DINOSEG_ML_BACKEND_URL", f"http://127.0.0.1:{server.server_port}")
+    assert warm_ml_backend("/data/local-files/?d=uploads/x.png")
+    thread.join(5)
+    server.server_close()
+    assert seen == [{"path": "/warm", "image": "/data/local-files/?d=uploads/x.png"}]
+    assert not warm_ml_backend("/x.png")  # nothing listens any more: ignored, no error

@@ -174,3 +174,24 @@ def test_a_class_renamed_in_label_studio_becomes_a_new_class(stack_env, labelstu
     drawn_ids = sorted(int(v) for m in masks for v in np.unique(np.asarray(Image.open(m)))
                        if v != 255)  # fmt: skip
     assert drawn_ids == [1, 2]  # car and automobile, one image each
+
+
+def test_a_task_imported_by_hand_syncs_too(stack_env, labelstudio, tmp_path) -> None:
+    review = fresh_review("classes: hand-imported")
+    client = labelstudio.client()
+    project = review.project(client)
+    image, drawn = blob(72, 96, 40)
+    path = upload(stack_env, "by-hand", image)["image"]
+    reply = client.projects.import_tasks(project, request=[{"data": {"image": ls.image_url(path)}}],
+                                         return_task_ids=True)  # fmt: skip
+    (task_id,) = reply.task_ids
+    client.annotations.create(id=task_id, result=[mask_to_result(drawn, "car")])
+    labels = tmp_path / "labels"
+    report = sync(review, labels)
+    assert report.new_labels == 1, report.skipped
+    (mask,) = (labels / "train" / "masks").iterdir()
+    np.testing.assert_array_equal(np.asarray(Image.open(mask)), np.where(drawn, 1, 255))
+    (img,) = (labels / "train" / "images").iterdir()
+    np.testing.assert_array_equal(np.asarray(Image.open(img)), image)
+    prov = json.loads(next((labels / "provenance").iterdir()).read_text())
+    assert prov["task_id"] == task_id and prov["class_name"] is None

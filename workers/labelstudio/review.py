@@ -112,6 +112,7 @@ def deliver(review: Review, key: str) -> tuple[str, int | None]:
         status = "duplicate"
         if task_id is None:
             task_id, status = ls.create_task(client, project, item.payload), "queued"
+            warm_ml_backend(str(item.payload["data"].get("image") or ""))
         _follow_version(review, client, project, item)
     except ls.Unavailable as e:
         review.outbox.failed(key, str(e))
@@ -121,6 +122,26 @@ def deliver(review: Review, key: str) -> tuple[str, int | None]:
         raise
     review.outbox.delivered(key, task_id)
     return status, task_id
+
+
+def warm_ml_backend(image_url: str, timeout: float = 0.5) -> bool:
+    """Ask the ML backend (if one runs) to encode a new task's image now, so the annotator's
+    first click is answered at once; a backend that is down or slow is ignored."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from dinoseg import runtime
+
+    request = urllib.request.Request(
+        runtime.ml_backend_url() + "/warm", data=json.dumps({"image": image_url}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST",
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return bool(200 <= r.status < 300)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 def enqueue(review: Review, item: ReviewItem) -> tuple[str, bool]:

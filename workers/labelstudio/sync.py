@@ -221,6 +221,28 @@ def _task_query(task: dict[str, Any]) -> tuple[Path, str]:
     return path, sha[:16]
 
 
+def hand_imported(task: dict[str, Any]) -> dict[str, Any]:
+    """A task imported by hand (no ``dinoseg_query``): its image, fetched as the ML backend
+    fetches it (a local file of this stack or a file Label Studio serves), is stored in the
+    uploads folder by content, and the task is returned naming it; other tasks as they are."""
+    data = task.get("data") or {}
+    if data.get("dinoseg_query"):
+        return task
+    import os
+
+    from serving.uploads import png_bytes, store_bytes
+    from workers.labelstudio.interactive import BackendError, fetch_image
+
+    try:
+        image = fetch_image(data.get("image"), runtime.label_studio_url(),
+                            os.environ.get("LABEL_STUDIO_API_KEY")).load()
+    except (BackendError, InputError) as e:
+        raise InputError(f"task {task.get('id')}: its image cannot be read ({e})") from e
+    path = store_bytes(png_bytes(image), ".png")
+    named = {**data, "dinoseg_query": str(path), "dinoseg_query_sha256": path.stem}
+    return {**task, "data": named}
+
+
 def _model_version(task: dict[str, Any]) -> str | None:
     preds = task.get("predictions") or []
     return str(preds[0].get("model_version")) if preds and isinstance(preds[0], dict) else None
@@ -273,6 +295,7 @@ def sync(review: Review, labels_dir: Path, on_label: OnLabel | None = None) -> S
             continue
         try:
             annotator = _annotator(client, ann.get("completed_by"), users)
+            task = hand_imported(task)
             stem = write_label(labels_dir, task, ann, allowed, annotator,
                                Path(review.config.classes_from))
         except (InputError, KeyError) as e:
