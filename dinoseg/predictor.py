@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from dinoseg.backbone import DEFAULT_BACKBONE, DinoBackbone, load_backbone
 from dinoseg.confidence import mask_confidence
+from dinoseg.device import autocast, module_device, resolve_device
 from dinoseg.io import InputError
 from dinoseg.memory.labels import image_hash
 from dinoseg.memory.vote import MemoryMode, memory_vote, mix_vote
@@ -75,6 +76,8 @@ class FewShotPredictor:
         threshold: probability above which a pixel is foreground.
         batch_size: queries encoded together.
         model_id: a name for the model (recorded in outputs).
+        device: where the model and the backbone run (:func:`dinoseg.device.resolve_device`;
+            ``None`` = where the backbone is). Results come back on the CPU as numpy arrays.
     """
 
     def __init__(
@@ -86,11 +89,13 @@ class FewShotPredictor:
         threshold: float = 0.5,
         batch_size: int = 4,
         model_id: str = "model",
+        device: str | torch.device | None = None,
     ):
         if not 0.0 < threshold < 1.0:
             raise InputError(f"threshold must be between 0 and 1, got {threshold}")
-        self.model = model.eval()
-        self.backbone = backbone
+        self.device = module_device(backbone) if device is None else resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.backbone = backbone.to(self.device)
         self.image_size = image_size
         self.threshold = threshold
         self.batch_size = max(1, batch_size)
@@ -131,8 +136,9 @@ class FewShotPredictor:
         return plan_geometry(h, w, image_size=self.image_size, patch=self.backbone.patch_size)
 
     def encode(self, pixels: Tensor) -> list[Tensor]:
-        """(B, 3, Hp, Wp) normalised -> one (B, C, Hp/14, Wp/14) tensor per backbone layer."""
-        return self.backbone(pixels)
+        """(B, 3, Hp, Wp) normalised -> one (B, C, Hp/14, Wp/14) tensor per backbone layer,
+        on :attr:`device`."""
+        return self.backbone(pixels.to(self.device))
 
     def set_support(
         self,
@@ -172,7 +178,7 @@ class FewShotPredictor:
             [mask_to_tensor(np.asarray(m, bool), g) for m, g in zip(masks, geoms, strict=True)]
         )
         feats = [f[None] for f in self.encode(pix)]  # (1, K, C, h, w)
-        self._support = (feats, msk[None])  # masks (1, K, Hp, Wp)
+        self._support = (feats, msk[None].to(self.device))  # masks (1, K, Hp, Wp)
         self.class_name = class_name
         self._support_hashes = frozenset(image_hash(i) for i in images if class_name)
         self._support_keys = None
@@ -219,14 +225,16 @@ class FewShotPredictor:
         s_feats, s_masks = self._support  # type: ignore[misc]
         b = pix.shape[0]
         s_feats_b = [f.expand(b, *f.shape[1:]) for f in s_feats]
-        logits = self.model(q_feats, s_feats_b, s_masks.expand(b, *s_masks.shape[1:]))
+        with autocast(self.device):
+            logits = self.model(q_feats, s_feats_b, s_masks.expand(b, *s_masks.shape[1:]))
+        logits = logits.float()
         out = []
         retrieved: tuple[str, ...]
         for j, g in enumerate(geoms):
             logit, retrieved = logits[j], ()
             if self.uses_memory:
                 logit, retrieved = self._with_memory(logit, q_feats, j, images[j], g)
-            prob = logits_to_image(logit, g).numpy().astype(np.float32)
+            prob = logits_to_image(logit, g).cpu().numpy().astype(np.float32)
             conf = mask_confidence(prob, threshold=self.threshold)
             out.append(Prediction(prob > self.threshold, prob, conf, retrieved))
         return out
@@ -234,13 +242,15 @@ class FewShotPredictor:
     def _with_memory(
         self, logit: Tensor, q_feats: list[Tensor], j: int, image: np.ndarray, geom: Geometry
     ) -> tuple[Tensor, tuple[str, ...]]:
-        """Query ``j``'s (1, h', w') logits mixed with the memory vote (see :class:`MemoryMode`)."""
+        """Query ``j``'s (1, h', w') logits mixed with the memory vote (see :class:`MemoryMode`);
+        the vote runs on the CPU, where the memory lives."""
         assert self.memory is not None and self.class_name is not None and self._support
         if self._support_keys is None:
             s_feats, s_masks = self._support
-            self._support_keys = support_keys(s_feats[self._memory_layer][0], s_masks[0])
+            self._support_keys = support_keys(s_feats[self._memory_layer][0].cpu(),
+                                              s_masks[0].cpu())  # fmt: skip
         exclude = self._support_hashes | {image_hash(image)}
-        query = q_feats[self._memory_layer][j]
+        query = q_feats[self._memory_layer][j].cpu()
         mode = self.memory_mode
         vote, hashes = memory_vote(
             query, geom, self._support_keys, self.memory, self.class_name, mode, exclude
@@ -259,6 +269,7 @@ def load_predictor(
     threshold: float | None = None,
     memory: str | Path | SupportMemory | None = None,
     memory_mode: MemoryMode | None = None,
+    device: str | torch.device | None = None,
 ) -> FewShotPredictor:
     """Build a predictor from a model spec.
 
@@ -270,8 +281,10 @@ def load_predictor(
             ``packaged:dinov2-s``).
         memory: a support memory (or its directory) to attach (:meth:`attach_memory`).
         memory_mode: how to use it (default :class:`MemoryMode`).
+        device: where it runs (``auto`` | ``cpu`` | ``cuda[:N]`` | ``mps``; ``None`` = the
+            CPU). The weights are read on the CPU and moved there once.
     """
-    predictor = _load_model(model_spec, backbone, layers, image_size, threshold)
+    predictor = _load_model(model_spec, backbone, layers, image_size, threshold, device)
     if memory is not None:
         from dinoseg.memory.store import SupportMemory
 
@@ -286,6 +299,7 @@ def _load_model(
     layers: Sequence[int] | None,
     image_size: int | None,
     threshold: float | None,
+    device: str | torch.device | None = None,
 ) -> FewShotPredictor:
     spec = parse_model_spec(model_spec)
     if spec.kind in ("prototype", "knn"):
@@ -298,6 +312,7 @@ def _load_model(
             image_size=image_size or DEFAULT_IMAGE_SIZE,
             threshold=threshold or 0.5,
             model_id=spec.kind,
+            device=device,
         )
     model_id: str | None = None
     model_spec = spec.text
@@ -315,4 +330,5 @@ def _load_model(
         image_size=image_size or cfg.image_size,
         threshold=threshold or cfg.threshold,
         model_id=model_id or cfg.version or Path(model_spec).name,
+        device=device,
     )

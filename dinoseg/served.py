@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from dinoseg.confidence import mask_confidence
 from dinoseg.feature_cache import CachedPredictor, FeatureCache
@@ -95,16 +96,18 @@ def load_served(
     cache_bytes: int = 512 * 1024**2,
     head_dir: str | Path | None = None,
     cache: FeatureCache | None = None,
+    device: str | torch.device | None = None,
 ) -> ServedPredictor:
     """The served predictor of a spec: :func:`load_predictor`'s, encoding through an in-memory
     feature cache (a repeated image is not encoded again), plus the checkpoint's head
     (``CKPT/head``, or ``head_dir``) on the same backbone and cache when it has one; ``cache``
-    replaces the in-memory cache (e.g. one that also keeps features on disk)."""
+    replaces the in-memory cache (e.g. one that also keeps features on disk); ``device`` is
+    where both run (:func:`dinoseg.device.resolve_device`; the cache stays on the CPU)."""
     spec, model_id = parse_model_spec(model_spec), None
     if spec.is_registry:
         model_spec, model_id = resolve_model_spec(spec.text)
     fewshot = load_predictor(model_spec, backbone=backbone, layers=layers,
-                             image_size=image_size, threshold=threshold)  # fmt: skip
+                             image_size=image_size, threshold=threshold, device=device)  # fmt: skip
     if model_id:
         fewshot.model_id = model_id
     cache = cache or FeatureCache(max_bytes=cache_bytes)

@@ -3,17 +3,22 @@
 The web app (in-process) and the Celery workers read the same sections, so both serve the same
 model and flag the same results for review. The params file is ``./params.yaml`` in the working
 directory (the project root, where ``dvc repro`` runs too); ``review`` is read per request, so
-an edit applies without a restart.
+an edit applies without a restart. ``$DINOSEG_DEVICE`` (what ``dinoseg demo --device`` sets for
+its services) overrides ``serving.device``.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dinoseg.config import load_params, resolve
 
 PARAMS_FILE = Path("params.yaml")
+#: environment variable that overrides ``serving.device`` (set by ``dinoseg demo --device``)
+DEVICE_ENV = "DINOSEG_DEVICE"
 
 
 @dataclass
@@ -32,6 +37,8 @@ class ServingConfig:
         memory_images: labelled images of the class retrieved per query (0 = all).
         feature_cache_mb: frozen features kept in memory per model (a repeated image, or the
             head and the few-shot side of one request, are encoded once).
+        device: where the model runs: ``auto`` (CUDA when present) | ``cpu`` | ``cuda[:N]`` |
+            ``mps`` (:mod:`dinoseg.device`).
     """
 
     model: str = "models:/dinoseg-segmenter@champion"
@@ -43,6 +50,7 @@ class ServingConfig:
     memory: str = "auto"
     memory_images: int = 30
     feature_cache_mb: int = 512
+    device: str = "auto"
 
 
 @dataclass
@@ -74,9 +82,13 @@ def _section(path: Path, name: str) -> dict[str, object]:
     return load_params(path, name) if path.is_file() else {}
 
 
-def serving_config(path: Path = PARAMS_FILE) -> ServingConfig:
-    """Resolved ``serving`` settings (defaults when there is no params file)."""
-    return resolve(ServingConfig, _section(path, "serving"))
+def serving_config(path: Path = PARAMS_FILE, env: Mapping[str, str] | None = None
+                   ) -> ServingConfig:  # fmt: skip
+    """Resolved ``serving`` settings (defaults when there is no params file; ``device`` from
+    ``$DINOSEG_DEVICE`` when it is set)."""
+    section = _section(path, "serving")
+    device = (os.environ if env is None else env).get(DEVICE_ENV, "").strip()
+    return resolve(ServingConfig, {**section, "device": device} if device else section)
 
 
 def review_config(path: Path = PARAMS_FILE) -> ReviewConfig:

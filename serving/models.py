@@ -85,6 +85,7 @@ class ModelHolder:
             layers=[int(x) for x in cfg.layers] or None,
             image_size=cfg.image_size or None,
             cache_bytes=int(cfg.feature_cache_mb) * 1024**2,
+            device=cfg.device,
         )
         if model_id:
             predictor.model_id = model_id

@@ -105,19 +105,19 @@ def test_second_model_and_rerun_pay_no_encoder(
 ) -> None:
     backbone = DinoBackbone(tiny_dino(), (1, 2), spec="tiny")
     calls: list[int] = []
-    backbone.register_forward_hook(lambda *_: calls.append(1))
+    backbone.register_forward_hook(lambda _m, args, _o: calls.append(len(args[0])))  # images
 
     alone = evaluate(
         {"prototype": predictors(backbone)["prototype"]},
         EpisodeSampler(FolderDataset(dataset_root, "val"), shots=2, n_episodes=6, seed=3),
         cache=FeatureCache(), progress=False,
     )  # fmt: skip
-    first_model_calls = len(calls)
+    first_model_calls = sum(calls)
     assert first_model_calls == alone.report["feature_cache"]["misses"] > 0
 
     calls.clear()
     cold = run_eval(dataset_root, backbone, FeatureCache(disk_dir=tmp_path / "feats"))
-    assert len(calls) == first_model_calls  # the second model triggered no encoder call
+    assert sum(calls) == first_model_calls  # the second model triggered no encoder call
     calls.clear()
     warm = run_eval(dataset_root, backbone, FeatureCache(disk_dir=tmp_path / "feats"))
     assert calls == [] and warm.report["feature_cache"]["disk_hits"] > 0

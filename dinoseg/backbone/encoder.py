@@ -48,6 +48,11 @@ class DinoBackbone(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
+    @property
+    def device(self) -> torch.device:
+        """Where the encoder's weights are (where :meth:`forward` runs)."""
+        return next(self.parameters()).device
+
     def train(self, mode: bool = True) -> DinoBackbone:
         """The encoder is frozen: it stays in eval mode whatever the caller asks."""
         return super().train(False)
@@ -57,18 +62,36 @@ class DinoBackbone(nn.Module):
         """Encode normalised images.
 
         Args:
-            pixel_values: (B, 3, H, W) ImageNet-normalised; H and W are padded up to a
-                multiple of the patch size here (zeros = the mean colour).
+            pixel_values: (B, 3, H, W) ImageNet-normalised, on any device (moved to the
+                backbone's); H and W are padded up to a multiple of the patch size here (zeros
+                = the mean colour).
 
         Returns:
-            one (B, C, H/p, W/p) tensor per requested layer, in ``self.layers`` order.
+            one (B, C, H/p, W/p) float32 tensor per requested layer, in ``self.layers`` order,
+            on the backbone's device (bf16/fp16 autocast inside on a GPU).
         """
+        from dinoseg.device import autocast
+
+        pixel_values = pixel_values.to(self.device)
         b, _, h, w = pixel_values.shape
         p = self.patch_size
         ph, pw = -h % p, -w % p
         if ph or pw:
             pixel_values = F.pad(pixel_values, (0, pw, 0, ph))
-        gh, gw = (h + ph) // p, (w + pw) // p
+        with autocast(pixel_values.device):
+            found = self._blocks(pixel_values)
+        feats = []
+        for layer in self.layers:
+            tokens = found[layer].float()  # bf16/fp16 under a GPU's autocast
+            if self.norm:
+                tokens = self.model.layernorm(tokens)  # type: ignore[operator]
+            patches = tokens[:, self.num_prefix_tokens :, :]
+            gh, gw = (h + ph) // p, (w + pw) // p
+            feats.append(patches.transpose(1, 2).reshape(b, self.embed_dim, gh, gw).contiguous())
+        return feats
+
+    def _blocks(self, pixel_values: Tensor) -> dict[int, Tensor]:
+        """Token outputs (B, T, C) of the requested blocks (1-based); (B, 3, H, W) padded in."""
         x = self.model.embeddings(pixel_values)  # type: ignore[operator]
         wanted = set(self.layers)
         found: dict[int, Tensor] = {}
@@ -77,14 +100,7 @@ class DinoBackbone(nn.Module):
             x = out[0] if isinstance(out, tuple) else out
             if i + 1 in wanted:
                 found[i + 1] = x
-        feats = []
-        for layer in self.layers:
-            tokens = found[layer]
-            if self.norm:
-                tokens = self.model.layernorm(tokens)  # type: ignore[operator]
-            patches = tokens[:, self.num_prefix_tokens :, :]
-            feats.append(patches.transpose(1, 2).reshape(b, self.embed_dim, gh, gw).contiguous())
-        return feats
+        return found
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}, layers={self.layers}, dim={self.embed_dim}"

@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from dinoseg.device import DEVICE_HELP, check_device_name
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="litemedsam (packaged, default) | mobilesam | sam_vit_b/l/h")
     p.add_argument("--teacher-checkpoint", default=None, help="checkpoint path for the teacher")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--smoke", action="store_true", help="a tiny schedule (tests)")
 
 
@@ -29,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
     from dinoseg.distill.loop import DistillConfig
     from dinoseg.distill.run import run_distillation
 
-    cfg = resolve_cli(DistillConfig, args, "distill", ("data", "teacher", "teacher_checkpoint"))
+    cfg = resolve_cli(DistillConfig, args, "distill",
+                      ("data", "teacher", "teacher_checkpoint", "device"))
+    check_device_name(cfg.device)  # before the teacher runs
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = run_distillation(cfg, args.out)
     metrics = json.loads((out / "metrics.json").read_text())

@@ -13,6 +13,7 @@ from typing import Any
 
 from dinoseg.backbone import DEFAULT_BACKBONE
 from dinoseg.data.folds import DEFAULT_FOLDER_FOLDS, DEFAULT_MIN_AREA
+from dinoseg.device import DEVICE_HELP, check_device_name
 from dinoseg.io import InputError
 
 
@@ -50,6 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"backbone spec (default: the checkpoint's, else {DEFAULT_BACKBONE})",
     )
     p.add_argument("--image-size", type=int, default=None, help="long side fed to the encoder")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument(
         "--min-area",
         type=float,
@@ -118,6 +120,7 @@ def _check_args(args: argparse.Namespace) -> list[str]:
         raise InputError(f"--image-size {args.image_size}: give at least 14 px")
     if args.cache_gb < 0 or args.examples < 0:
         raise InputError("--cache-gb and --examples must be 0 or more")
+    check_device_name(args.device)  # before the dataset is read
     specs = list(args.model or ["prototype"])
     twice = sorted({s for s in specs if specs.count(s) > 1})
     if twice:
@@ -131,7 +134,8 @@ def _load_models(specs: list[str], args: argparse.Namespace) -> dict[str, Any]:
     models = {}
     for spec in specs:
         try:
-            models[spec] = load_predictor(spec, backbone=args.backbone, image_size=args.image_size)
+            models[spec] = load_predictor(spec, backbone=args.backbone, image_size=args.image_size,
+                                          device=args.device or "auto")
         except InputError:
             raise
         except ValueError as e:  # e.g. a backbone spec load_backbone does not understand
@@ -168,6 +172,7 @@ def _memory_models(models: dict[str, Any], args: argparse.Namespace) -> dict[str
             p = FewShotPredictor(
                 base.model, base.backbone, image_size=base.image_size,
                 threshold=base.threshold, batch_size=base.batch_size, model_id=base.model_id,
+                device=base.device,
             )  # fmt: skip
             p.attach_memory(memory, MemoryMode(images=k))
             out[f"{spec}+memory@{'all' if k is None else k}"] = p
@@ -200,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
         "requested_classes": args.classes,
         "requested_image_size": args.image_size,
         "requested_backbone": args.backbone,
+        "device": str(next(iter(models.values())).device),
         "models": specs,
         "feature_cache_dir": str(args.feature_cache) if args.feature_cache else None,
         "memory": args.memory,

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from dinoseg.backbone import DEFAULT_BACKBONE
+from dinoseg.device import DEVICE_HELP
 from dinoseg.io import InputError, load_image, load_mask, save_mask_png
 
 
@@ -51,6 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=None, help="long side fed to the encoder")
     p.add_argument("--threshold", type=float, default=None, help="foreground probability cut")
     p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument(
         "--class-name",
         default=None,
@@ -99,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     if args.memory is not None and not args.class_name:
         raise InputError("--memory needs --class-name (the class the support masks mark)")
     predictor = load_predictor(
-        args.model, backbone=args.backbone, image_size=args.image_size, threshold=args.threshold
+        args.model, backbone=args.backbone, image_size=args.image_size, threshold=args.threshold,
+        device=args.device or "auto",
     )
     if args.memory is not None:
         from dinoseg.cli.evaluate import memory_ks

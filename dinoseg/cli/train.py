@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from dinoseg.device import DEVICE_HELP, check_device_name
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -21,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="checkpoint directory to write (default: runs/train/DATA-foldF, named "
                    "by the dataset folder and the fold)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--smoke", action="store_true", help="a tiny schedule (under a minute)")
 
 
@@ -34,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from dinoseg.train.loop import TrainConfig
     from dinoseg.train.run import run_training
 
-    cfg = resolve_cli(TrainConfig, args, "train", ("data", "fold", "init"))
+    cfg = resolve_cli(TrainConfig, args, "train", ("data", "fold", "init", "device"))
+    check_device_name(cfg.device)  # before any data is read
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = run_training(cfg, args.out or default_out(cfg.data, cfg.fold))
     print(f"checkpoint written to {out}")

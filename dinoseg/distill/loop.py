@@ -51,6 +51,7 @@ class DistillConfig:
     threads: int = 2
     feature_cache: str = ""
     teacher_cache: str = ""
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N] | mps; every model runs there
     smoke: bool = False
 
     def smoke_overrides(self) -> DistillConfig:
@@ -142,8 +143,9 @@ def embedding_agreement(adapter: nn.Module, bank: FeatureBank, targets: Tensor,
                         teacher_size: int, embed_layer: int) -> dict[str, float]:
     """Mean MSE and cosine similarity between student and teacher over a bank."""
     mses, coss = [], []
+    device = next(adapter.parameters()).device
     for item, target in zip(bank.items, targets, strict=True):
-        out = adapter(item.feats[embed_layer].float()[None])[0]
+        out = adapter(item.feats[embed_layer].float()[None].to(device))[0].cpu()
         up, (th, tw) = student_on_teacher_grid(out, item, target, teacher_size)
         t = target[:, :th, :tw]
         mses.append(float(F.mse_loss(up, t)))

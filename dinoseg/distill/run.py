@@ -17,6 +17,7 @@ from dinoseg.cache import cache_dir
 from dinoseg.checkpoint import CheckpointConfig, arch_config, save_checkpoint
 from dinoseg.config import save_resolved
 from dinoseg.data import FolderDataset
+from dinoseg.device import module_device, resolve_device
 from dinoseg.distill.loop import DistillConfig, distill_loss, embedding_agreement, object_box
 from dinoseg.feature_cache import FeatureCache
 from dinoseg.models import build_segmenter
@@ -39,7 +40,7 @@ def _stage(adapter: torch.nn.Module, bank: FeatureBank, targets: torch.Tensor, t
            cfg: DistillConfig, stage: int, embed_layer: int) -> list[float]:
     opt = torch.optim.AdamW(adapter.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps_per_size)
-    losses = []
+    losses, device = [], module_device(adapter)
     for step in tqdm(range(cfg.steps_per_size), desc=f"distill {bank.image_size}px", leave=False):
         rng = np.random.default_rng([cfg.seed, stage, step])
         idx = rng.choice(len(bank), size=min(cfg.batch_size, len(bank)), replace=False)
@@ -47,9 +48,11 @@ def _stage(adapter: torch.nn.Module, bank: FeatureBank, targets: torch.Tensor, t
         total = 0.0
         for i in idx:
             item = bank.items[int(i)]
-            out = adapter(item.feats[embed_layer].float()[None])[0]
+            out = adapter(item.feats[embed_layer].float()[None].to(device))[0]
             box = object_box(item, rng, teacher.image_size, cfg.min_box_area)
-            loss, _ = distill_loss(out, item, targets[int(i)], teacher, box, cfg.mask_weight)
+            box = None if box is None else box.to(device)
+            target = targets[int(i)].to(device)
+            loss, _ = distill_loss(out, item, target, teacher, box, cfg.mask_weight)
             (loss / len(idx)).backward()
             total += loss.item() / len(idx)
         opt.step()
@@ -69,16 +72,19 @@ def run_distillation(cfg: DistillConfig, out_dir: str | Path) -> Path:
     torch.set_num_threads(cfg.threads)
     out = Path(out_dir)
     start = time.perf_counter()
+    device = resolve_device(cfg.device)
     teacher = build_teacher(cfg.teacher, checkpoint=cfg.teacher_checkpoint or None,
                             **cfg.teacher_options)
+    if isinstance(teacher, torch.nn.Module):
+        teacher.to(device)  # embeddings come back to the CPU (the teacher cache)
     tcache = cfg.teacher_cache or str(cache_dir("teacher"))
     train_ds, val_ds = FolderDataset(cfg.data, cfg.split), FolderDataset(cfg.data, cfg.val_split)
     targets = teacher_targets(teacher, train_ds, tcache, cfg.max_images)
     val_targets = teacher_targets(teacher, val_ds, tcache, cfg.max_val_images)
     teacher_seconds = time.perf_counter() - start
-    backbone = load_backbone(cfg.backbone, layers=cfg.layers)
+    backbone = load_backbone(cfg.backbone, layers=cfg.layers).to(device)
     model = build_segmenter(cfg.arch, backbone_dim=backbone.embed_dim,
-                            num_layers=len(cfg.layers))
+                            num_layers=len(cfg.layers)).to(device)
     embed_layer = int(getattr(getattr(model, "config", None), "embed_layer", -1))
     adapter: torch.nn.Module = model.adapter  # type: ignore[assignment]
     fcache = FeatureCache(max_bytes=0, disk_dir=cfg.feature_cache or None)
@@ -93,7 +99,7 @@ def run_distillation(cfg: DistillConfig, out_dir: str | Path) -> Path:
                            limit=cfg.max_val_images)
     fresh: torch.nn.Module = copy.deepcopy(build_segmenter(  # type: ignore[assignment]
         cfg.arch, backbone_dim=backbone.embed_dim, num_layers=len(cfg.layers)
-    ).adapter)
+    ).adapter).to(device)
     distilled = embedding_agreement(adapter, val_bank, val_targets, teacher.image_size,
                                     embed_layer)
     untrained = embedding_agreement(fresh, val_bank, val_targets, teacher.image_size, embed_layer)

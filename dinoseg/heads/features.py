@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from dinoseg.backbone import DinoBackbone
+from dinoseg.device import module_device
 from dinoseg.feature_cache import FeatureCache
 from dinoseg.io import InputError
 from dinoseg.preprocess import Geometry, image_to_tensor, plan_geometry
@@ -68,7 +69,7 @@ class BlockFeatures:
     def encode(self, image: np.ndarray) -> tuple[list[Tensor], Geometry]:
         """Every backbone layer of one image: L x (1, C, h, w) float32, and its geometry."""
         geom = self.geometry(image)
-        pixels = image_to_tensor(image, geom)[None]
+        pixels = image_to_tensor(image, geom)[None].to(module_device(self.backbone))
         if self.cache is None:
             return self.backbone(pixels), geom
         return self.cache.encode(self.backbone, pixels), geom

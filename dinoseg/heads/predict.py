@@ -21,6 +21,7 @@ from torch import Tensor
 from dinoseg.backbone import DinoBackbone
 from dinoseg.confidence import mask_confidence
 from dinoseg.data.classnames import normalize_class_name
+from dinoseg.device import module_device, resolve_device
 from dinoseg.feature_cache import FeatureCache
 from dinoseg.heads.features import BlockFeatures
 from dinoseg.heads.model import SegHead
@@ -109,6 +110,7 @@ class HeadPredictor:
         *,
         cache: FeatureCache | None = None,
         image_size: int | None = None,
+        device: str | torch.device | None = None,
     ) -> HeadPredictor:
         """A predictor for the head checkpoint ``ckpt_dir``.
 
@@ -118,6 +120,8 @@ class HeadPredictor:
                 ``None`` for the checkpoint's own backbone and layers.
             cache: a feature cache to share with other predictors.
             image_size: override of the checkpoint's working size.
+            device: where the head (and a backbone it loads) runs; ``None`` = where the
+                backbone is.
         """
         from dinoseg.backbone import load_backbone
         from dinoseg.heads.checkpoint import head_metrics, load_head
@@ -128,8 +132,10 @@ class HeadPredictor:
         elif backbone.embed_dim != head.spec.dim:
             raise InputError(f"{ckpt_dir}: the head reads {head.spec.dim}-channel features, "
                              f"the given backbone gives {backbone.embed_dim}")
-        encoder = BlockFeatures(backbone, head.spec.blocks, image_size or config.image_size,
-                                cache)
+        target = module_device(backbone) if device is None else resolve_device(device)
+        head.to(target)
+        encoder = BlockFeatures(backbone.to(target), head.spec.blocks,
+                                image_size or config.image_size, cache)
         metrics = head_metrics(ckpt_dir)
         counts = {name: metrics.get("labels_per_class", {}).get(name, 0)
                   + metrics.get("val_labels_per_class", {}).get(name, 0) for name in head.classes}
@@ -177,7 +183,7 @@ class HeadPredictor:
             _check_image(image, f"image {i + 1}")
             layers = feats[i] if feats is not None else self.features_of(image)
             logits = self.head(self.encoder.select(layers))[0]
-            out.append(logits_to_probs(logits, self.geometry(image)).numpy())
+            out.append(logits_to_probs(logits, self.geometry(image)).cpu().numpy())
         return out
 
     def prob(self, images: Sequence[np.ndarray], class_name: str,

@@ -59,6 +59,7 @@ def mix_vote(logit: Tensor, vote: Tensor, weight: float) -> Tensor:
         logit: (1, h', w') the model's logits for one query.
         vote: (h, w) the vote's probabilities (resampled bilinearly to (h', w')).
     """
+    vote = vote.to(logit.device)  # the vote runs where the memory is (the CPU)
     vote = F.interpolate(vote[None, None], size=logit.shape[-2:], mode="bilinear")[0]
     return prob_to_logits(weight * vote + (1 - weight) * torch.sigmoid(logit.float()))
 

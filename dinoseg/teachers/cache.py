@@ -72,7 +72,7 @@ def _write_atomic(path: Path, tensor: Tensor, metadata: dict[str, str]) -> None:
 def encode_image(teacher: Teacher, image: np.ndarray) -> Tensor:
     """One image ``(H, W, 3)`` uint8 -> its embedding ``(C, h, w)`` float32."""
     pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
-    return teacher.embed(teacher.preprocess(pixels))[0].float()
+    return teacher.embed(teacher.preprocess(pixels))[0].float().cpu()  # kept on the CPU
 
 
 def cached_embeddings(

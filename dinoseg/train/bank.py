@@ -77,7 +77,7 @@ def make_item(stem: str, feats: list[Tensor], labels: np.ndarray, geom: Geometry
               ignore_index: int | None) -> BankItem:
     """A :class:`BankItem` from encoder outputs L x (1, C, h, w) of ``geom``'s input and the
     (H, W) label map of the encoded image."""
-    half = [f[0].to(torch.float16) for f in feats]
+    half = [f[0].to("cpu", torch.float16) for f in feats]  # banks live on the CPU
     grid = (int(half[0].shape[-2]), int(half[0].shape[-1]))
     lab = _labels_on_grid(labels, geom.resized, geom.padded, grid, ignore_index)
     values, counts = torch.unique(lab[lab >= 0], return_counts=True)

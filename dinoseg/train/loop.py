@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dinoseg.backbone import DEFAULT_BACKBONE, DEFAULT_LAYERS
+from dinoseg.device import autocast, module_device, to_device
 from dinoseg.models import SERVED_ARCH
 from dinoseg.train.episodes import TrainEpisodes
 from dinoseg.train.losses import bce_dice_loss
@@ -57,6 +58,7 @@ class TrainConfig:
     # a trained checkpoint of the same arch, e.g. the champion, when the classes stay or grow)
     init_weights: str = "adapter"
     feature_cache: str = ""  # directory for cached backbone features ("" = memory only)
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N] | mps; bf16 autocast on GPU
     smoke: bool = False
 
     def smoke_overrides(self) -> TrainConfig:
@@ -99,10 +101,13 @@ def _step(model: nn.Module, opt: torch.optim.Optimizer, params: list[nn.Paramete
     opt.zero_grad(set_to_none=True)
     batches = episodes.sample(step, cfg.batch_size)
     n = sum(len(b.class_ids) for b in batches)
-    total = 0.0
+    total, device = 0.0, module_device(model)
     for b in batches:
-        logits = model(b.query_feats, b.support_feats, b.support_masks)
-        loss = bce_dice_loss(logits, b.target, b.valid, dice_weight=cfg.dice_weight)
+        q, s = to_device(b.query_feats, device), to_device(b.support_feats, device)
+        masks, target, valid = to_device((b.support_masks, b.target, b.valid), device)
+        with autocast(device, training=True):
+            logits = model(q, s, masks)
+        loss = bce_dice_loss(logits.float(), target, valid, dice_weight=cfg.dice_weight)
         (loss * len(b.class_ids) / n).backward()
         total += loss.item() * len(b.class_ids) / n
     torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -113,7 +118,7 @@ def _step(model: nn.Module, opt: torch.optim.Optimizer, params: list[nn.Paramete
 def _keep_best(model: nn.Module, out: Path) -> None:
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "best.safetensors"))
 
 

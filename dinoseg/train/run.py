@@ -15,6 +15,7 @@ from dinoseg.checkpoint import CheckpointConfig, arch_config, save_checkpoint
 from dinoseg.config import save_resolved
 from dinoseg.data import FolderDataset
 from dinoseg.data.folds import Fold, dataset_fold
+from dinoseg.device import resolve_device
 from dinoseg.feature_cache import FeatureCache
 from dinoseg.io import InputError
 from dinoseg.models import build_segmenter, count_parameters
@@ -107,9 +108,18 @@ def model_card(cfg: TrainConfig, fold: Any, names: dict[int, str], result: dict[
         f"- Best validation mIoU on {'novel' if fold.novel else 'all'} classes (bank grid, "
         f"{cfg.val_episodes} episodes): "
         f"{result['best_miou']:.1f}\n"
-        f"- Training time: {result['seconds'] / 60:.1f} min on {cfg.threads} CPU threads\n\n"
+        f"- Training time: {result['seconds'] / 60:.1f} min on "
+        f"{_where(cfg)}\n\n"
         "Use `dinoseg eval --model DIR` for exact full-resolution figures.\n"
     )
+
+
+def _where(cfg: TrainConfig) -> str:
+    """The hardware a run used, for its model card."""
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} ({device})"
+    return f"{cfg.threads} CPU threads" if device.type == "cpu" else str(device)
 
 
 def run_training(cfg: TrainConfig, out_dir: str | Path, *,
@@ -132,7 +142,8 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *,
     train_ds = FolderDataset(cfg.data, cfg.train_split)
     val_ds = FolderDataset(cfg.data, cfg.val_split)
     fold = run_fold(cfg, train_ds)
-    backbone = load_backbone(cfg.backbone, layers=cfg.layers)
+    device = resolve_device(cfg.device)
+    backbone = load_backbone(cfg.backbone, layers=cfg.layers).to(device)
     cache = FeatureCache(max_bytes=0, disk_dir=cfg.feature_cache or None)
     banks = [FeatureBank(ds, backbone, image_size=cfg.image_size, cache=cache)
              for ds in (train_ds, val_ds)]
@@ -141,6 +152,7 @@ def run_training(cfg: TrainConfig, out_dir: str | Path, *,
     if cfg.init:
         copied = init_from(model, cfg.init, INIT_PREFIXES[cfg.init_weights])
         log.info("%s: %d tensors from %s", cfg.init_weights, copied, cfg.init)
+    model.to(device)
     episodes = TrainEpisodes(banks[0], fold.base, shots=cfg.shots, min_area=cfg.min_area,
                              seed=cfg.seed, views=view_source(cfg, banks[0], backbone))
     validator = BankValidator(banks[1], fold.novel or fold.base, shots=cfg.shots,

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from dinoseg.data import EpisodeSampler
+from dinoseg.device import module_device
 from dinoseg.metrics import SegmentationMeter
 from dinoseg.train.bank import IGNORE, FeatureBank
 
@@ -41,16 +42,17 @@ class BankValidator:
         was_training = model.training
         model.eval()
         meter = SegmentationMeter()
+        device = module_device(model)
         for class_id, q_stem, s_stems in self.episodes:
             q = self.bank.items[self.bank.index[q_stem]]
             sup = [self.bank.items[self.bank.index[s]] for s in s_stems]
             if any(s.grid != sup[0].grid for s in sup):
                 continue  # supports of different sizes: not representable in one batch
-            q_feats = [f.float()[None] for f in q.feats]
-            s_feats = [torch.stack([s.feats[i].float() for s in sup])[None]
+            q_feats = [f.float()[None].to(device) for f in q.feats]
+            s_feats = [torch.stack([s.feats[i].float() for s in sup])[None].to(device)
                        for i in range(len(q.feats))]
             s_masks = torch.stack([(s.labels == class_id).float() for s in sup])[None]
-            logits = model(q_feats, s_feats, s_masks)
+            logits = model(q_feats, s_feats, s_masks.to(device)).float().cpu()
             logits = nn.functional.interpolate(logits, size=q.labels.shape, mode="bilinear",
                                                align_corners=False)
             pred = (logits[0, 0] > 0).numpy()
