@@ -29,6 +29,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import time
 from celery import Task
 from celery.signals import worker_init
 
@@ -53,6 +54,8 @@ WARM_IMPORTS = (
 TRANSIENT = (TransientError, sqlite3.OperationalError, ConnectionError)
 RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 60,
          "retry_jitter": True, "max_retries": 5}  # fmt: skip
+#: the least time between two published progress states of one task (seconds)
+PROGRESS_SECONDS = 0.3
 
 
 class ProcessTask(Task):  # type: ignore[misc]
@@ -77,11 +80,15 @@ class ProcessTask(Task):  # type: ignore[misc]
     def review(self) -> rv.Review:
         return rv.Review(review_config(), self.outbox)
 
-    def progress(self) -> Report:
-        """A progress callback that publishes ``PROGRESS`` states."""
+    def progress(self, every_s: float = PROGRESS_SECONDS) -> Report:
+        """A progress callback that publishes ``PROGRESS`` states, at most one per ``every_s``
+        (each is a write to the result backend; a quick task publishes none)."""
+        last = [time.monotonic()]
 
         def report(fraction: float | None, desc: str) -> None:
-            if self.request.id:  # not when called directly (tests)
+            now = time.monotonic()
+            if self.request.id and now - last[0] >= every_s:  # not when called directly (tests)
+                last[0] = now
                 self.update_state(state="PROGRESS", meta={"fraction": fraction, "desc": desc})
 
         return report
