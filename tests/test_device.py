@@ -46,7 +46,8 @@ def test_unknown_device_names_are_refused(name: str) -> None:
 
 def test_cuda_asked_for_without_one_says_what_to_use(no_cuda: None) -> None:
     for name in ("cuda", "cuda:1"):
-        with pytest.raises(InputError, match=rf"device {name}: CUDA is not available .*--device cpu"):
+        message = rf"device {name}: CUDA is not available .*--device cpu"
+        with pytest.raises(InputError, match=message):
             resolve_device(name)
 
 

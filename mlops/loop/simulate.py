@@ -117,6 +117,7 @@ def _one_run(settings: Settings, scen: Scenario, strategy: str, seed: int,
         _seed_memory(out, run / "home")
         t0 = time.monotonic()
         driver = make_driver(scen, project)
+        _keep_memory(out, run / "home")  # before the first label: the base's memory only
 
         def on_round(row: dict[str, Any]) -> None:
             report["strategies"][strategy].append({**row, "strategy": strategy})
@@ -129,7 +130,6 @@ def _one_run(settings: Settings, scen: Scenario, strategy: str, seed: int,
             close = getattr(driver, "close", None)
             if close is not None:
                 close()
-        _keep_memory(out, run / "home")
         log.info("%s done in %.0f s", name, time.monotonic() - t0)
     finally:
         _restore(before)
@@ -143,7 +143,8 @@ def _seed_memory(out: Path, home: Path) -> None:
 
 
 def _keep_memory(out: Path, home: Path) -> None:
-    """Keep the first run's base memory for the next runs (labels removed by the next build)."""
+    """Keep the base's memory (built by the driver, before any label) for the next runs; kept
+    after the rounds, it carried one run's labels into the next run's round 0."""
     cached = out / "cache" / "memory-base"
     if not cached.exists() and (home / "memory" / "index.safetensors").is_file():
         shutil.copytree(home / "memory", cached)

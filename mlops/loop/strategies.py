@@ -1,6 +1,10 @@
 """Which segmentation results go to the annotators in a round.
 
-- ``uncertainty``: the ``budget`` least confident results;
+- ``uncertainty``: the least confident results, taken in turn from each class (the least
+  confident of every class, then the second least confident of every class, ...). Plain
+  lowest-confidence-first spent every label of a round on the classes the model is worst at
+  (CamVid: sign and pedestrian, <= 8 IoU for every method) and never on sky or road: 30 labels
+  moved the 4-class test mIoU from 33.8 to 34.0 (seed 0; docs/training-notes.md);
 - ``random``: ``budget`` results drawn uniformly (seeded);
 - ``diverse``: among the ``3 * budget`` least confident, a greedy k-center cover of their
   global DINOv2 descriptors (cosine distance), started at the least confident one, so the
@@ -46,7 +50,14 @@ Pick = Callable[[Sequence[Candidate], int, np.random.Generator, Describe | None]
 
 def uncertainty(cands: Sequence[Candidate], budget: int, rng: np.random.Generator,
                 describe: Describe | None = None) -> list[Candidate]:  # fmt: skip
-    return sorted(cands, key=lambda c: (c.confidence, c.result_id))[:budget]
+    queues: dict[str, list[Candidate]] = {}
+    for c in sorted(cands, key=lambda c: (c.confidence, c.result_id)):
+        queues.setdefault(c.class_name, []).append(c)
+    ranked = sorted(  # (rank within its class, confidence): a round-robin over the classes
+        ((rank, c.confidence, c.result_id), c)
+        for queue in queues.values() for rank, c in enumerate(queue)
+    )  # fmt: skip
+    return [c for _, c in ranked[:budget]]
 
 
 def random_pick(cands: Sequence[Candidate], budget: int, rng: np.random.Generator,

@@ -44,7 +44,7 @@ def run(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def test_every_strategy_has_its_rounds(run) -> None:
-    out, report = run
+    out, _report = run
     saved = json.loads((out / "report.json").read_text())
     assert saved["classes"] == ["c1", "c2"] and saved["mode"] == "in-process"
     for name in ("uncertainty", "random"):
@@ -53,6 +53,9 @@ def test_every_strategy_has_its_rounds(run) -> None:
         assert [r["labels"] for r in rows] == [0, 2, 4]
         assert all(r["miou"] is not None and set(r["class_iou"]) == {"c1", "c2"} for r in rows)
         assert rows[0]["champion"] is None and not any(r["errors"] for r in rows)
+    # round 0 is the same system for every strategy: no run's labels reach another run
+    first = [saved["strategies"][n][0]["class_iou"] for n in ("uncertainty", "random")]
+    assert first[0] == first[1]
     assert saved["summary"]["random"]["labels"] == [0.0, 2.0, 4.0]
     assert (out / "learning_curve.png").stat().st_size > 1000
 

@@ -34,6 +34,11 @@ def test_strategies_pick_what_they_promise() -> None:
     b = pick("random", cands, 5, np.random.default_rng(1))
     assert a == b and len({c.result_id for c in a}) == 5
     assert a != pick("random", cands, 5, np.random.default_rng(2))
+    # several classes: each gets its share, least confident first within each
+    mixed = [Candidate(f"m{i}", f"img{i}", "weak" if i < 10 else "strong", confidence=i / 20)
+             for i in range(20)]  # fmt: skip
+    got = [c.result_id for c in pick("uncertainty", mixed, 4, rng)]
+    assert got == ["m0", "m10", "m1", "m11"]
     # two clusters of near-identical frames: diverse takes one of each, uncertainty does not
     far = {f"q{i}": np.array([1.0, 0.01 * i]) if i % 2 else np.array([0.0, 1.0 + 0.01 * i])
            for i in range(20)}  # fmt: skip
