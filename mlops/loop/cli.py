@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--rounds", type=int, default=3)
     s.add_argument("--budget", type=int, default=10, help="labels per round")
     s.add_argument("--strategy", action="append", default=None,
-                   choices=["uncertainty", "random", "diverse"],
+                   choices=["uncertainty", "balanced", "random", "diverse"],
                    help="repeatable (default: uncertainty and random)")
     s.add_argument("--seed", type=int, action="append", default=None,
                    help="repeatable (default: 0); the summary averages the seeds")

@@ -1,10 +1,11 @@
 """Which segmentation results go to the annotators in a round.
 
-- ``uncertainty``: the least confident results, taken in turn from each class (the least
+- ``uncertainty``: the ``budget`` least confident results;
+- ``balanced``: the least confident results, taken in turn from each class (the least
   confident of every class, then the second least confident of every class, ...). Plain
-  lowest-confidence-first spent every label of a round on the classes the model is worst at
-  (CamVid: sign and pedestrian, <= 8 IoU for every method) and never on sky or road: 30 labels
-  moved the 4-class test mIoU from 33.8 to 34.0 (seed 0; docs/training-notes.md);
+  ``uncertainty`` spent every label of a round on the classes the model is worst at (CamVid:
+  sign and pedestrian, <= 8 IoU for every method) and none on sky or road: 30 labels moved the
+  4-class test mIoU from 33.8 to 34.0 (seed 0; docs/training-notes.md);
 - ``random``: ``budget`` results drawn uniformly (seeded);
 - ``diverse``: among the ``3 * budget`` least confident, a greedy k-center cover of their
   global DINOv2 descriptors (cosine distance), started at the least confident one, so the
@@ -50,6 +51,11 @@ Pick = Callable[[Sequence[Candidate], int, np.random.Generator, Describe | None]
 
 def uncertainty(cands: Sequence[Candidate], budget: int, rng: np.random.Generator,
                 describe: Describe | None = None) -> list[Candidate]:  # fmt: skip
+    return sorted(cands, key=lambda c: (c.confidence, c.result_id))[:budget]
+
+
+def balanced(cands: Sequence[Candidate], budget: int, rng: np.random.Generator,
+             describe: Describe | None = None) -> list[Candidate]:  # fmt: skip
     queues: dict[str, list[Candidate]] = {}
     for c in sorted(cands, key=lambda c: (c.confidence, c.result_id)):
         queues.setdefault(c.class_name, []).append(c)
@@ -84,8 +90,8 @@ def diverse(cands: Sequence[Candidate], budget: int, rng: np.random.Generator,
     return [pool[i] for i in chosen]
 
 
-STRATEGIES: dict[str, Pick] = {"uncertainty": uncertainty, "random": random_pick,
-                               "diverse": diverse}  # fmt: skip
+STRATEGIES: dict[str, Pick] = {"uncertainty": uncertainty, "balanced": balanced,
+                               "random": random_pick, "diverse": diverse}  # fmt: skip
 
 
 def pick(name: str, cands: Sequence[Candidate], budget: int, rng: np.random.Generator,

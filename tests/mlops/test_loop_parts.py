@@ -37,8 +37,9 @@ def test_strategies_pick_what_they_promise() -> None:
     # several classes: each gets its share, least confident first within each
     mixed = [Candidate(f"m{i}", f"img{i}", "weak" if i < 10 else "strong", confidence=i / 20)
              for i in range(20)]  # fmt: skip
-    got = [c.result_id for c in pick("uncertainty", mixed, 4, rng)]
+    got = [c.result_id for c in pick("balanced", mixed, 4, rng)]
     assert got == ["m0", "m10", "m1", "m11"]
+    assert [c.result_id for c in pick("uncertainty", mixed, 4, rng)] == ["m0", "m1", "m2", "m3"]
     # two clusters of near-identical frames: diverse takes one of each, uncertainty does not
     far = {f"q{i}": np.array([1.0, 0.01 * i]) if i % 2 else np.array([0.0, 1.0 + 0.01 * i])
            for i in range(20)}  # fmt: skip
