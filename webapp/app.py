@@ -2,6 +2,18 @@
 
 The handlers live in :mod:`webapp.callbacks`; the visitor's results live in ``gr.State``. The app
 is built by a function and launched by :mod:`webapp.serve`, so tests import it without a server.
+
+Every event has a fixed ``api_name``. The public API (``gradio_client``; README "Use"):
+
+- ``/segment``: support image files, their mask files, query files, class name, model spec,
+  threshold -> (summary JSON, one mask PNG per query) (:meth:`DemoCallbacks.api_segment`);
+- ``/review``: a result id -> a message (queued for Label Studio, or why not);
+- ``/status``: the service status panel (Markdown);
+- ``/aerial_map``: the aerial tab's city map.
+
+The page's own events (editor values, per-visitor state) are private: ``segment_page``,
+``status_after_run``, ``select_result``, ``select_row``, ``send_to_annotators``,
+``status_on_load``, ``class_choices``.
 """
 
 from __future__ import annotations
@@ -113,8 +125,11 @@ def build_app(backend: Backend | None = None, *, examples: bool = True) -> gr.Bl
                 page = _segment_page(status, refresh, examples=examples)
             _add_aerial_tab(cb.backend)
         _wire(page, cb)
-        demo.load(cb.status, outputs=page.status)
-        demo.load(lambda: gr.Dropdown(choices=cb.class_choices()), outputs=page.class_name)
+        _add_api(cb)
+        demo.load(cb.status, outputs=page.status, api_name="status_on_load",
+                  api_visibility="private")  # fmt: skip
+        demo.load(lambda: gr.Dropdown(choices=cb.class_choices()), outputs=page.class_name,
+                  api_name="class_choices", api_visibility="private")  # fmt: skip
     demo.page = page  # type: ignore[attr-defined]
     return demo
 
@@ -197,15 +212,45 @@ def _wire(page: Page, cb: DemoCallbacks) -> None:
         gr.Info(cb.send_to_annotators(views, index))
         return cb.status()
 
+    private: dict[str, Any] = {"api_visibility": "private"}
     p.run.click(
         on_run, inputs={p.model, p.threshold, p.queries, p.class_name, *p.editors, *p.mask_files},
         outputs=[p.views, p.gallery, p.table, p.all_masks, p.notice, *p.detail],
-        concurrency_limit=4 if cb.backend.kind == "celery" else 1,
-    ).then(cb.status, outputs=p.status)  # fmt: skip
-    p.gallery.select(on_gallery, inputs=p.views, outputs=p.detail)
-    p.table.select(on_table, inputs=p.views, outputs=p.detail)
-    p.send.click(on_send, inputs=[p.views, p.selected], outputs=p.status)
-    p.refresh.click(cb.status, outputs=p.status)
+        concurrency_limit=run_limit(cb), concurrency_id="segment", api_name="segment_page",
+        **private,
+    ).then(cb.status, outputs=p.status, api_name="status_after_run", **private)  # fmt: skip
+    p.gallery.select(on_gallery, inputs=p.views, outputs=p.detail, api_name="select_result",
+                     **private)  # fmt: skip
+    p.table.select(on_table, inputs=p.views, outputs=p.detail, api_name="select_row", **private)
+    p.send.click(on_send, inputs=[p.views, p.selected], outputs=p.status,
+                 api_name="send_to_annotators", **private)  # fmt: skip
+    p.refresh.click(cb.status, outputs=p.status, api_name="status")
+
+
+def run_limit(cb: DemoCallbacks) -> int:
+    """Segment requests run at once (in-process: one model, one at a time)."""
+    return 4 if cb.backend.kind == "celery" else 1
+
+
+def _add_api(cb: DemoCallbacks) -> None:
+    """``/segment`` and ``/review`` for programs (hidden components; see the module docstring)."""
+    with gr.Group(visible=False):
+        images = gr.File(label="support images", file_count="multiple", file_types=["image"])
+        masks = gr.File(label="support masks (nonzero = the object)", file_count="multiple",
+                        file_types=["image"])  # fmt: skip
+        queries = gr.File(label="queries", file_count="multiple", file_types=["image"])
+        class_name = gr.Textbox(label="class name")
+        model = gr.Textbox(label="model spec (default: the champion)")
+        threshold = gr.Number(label="threshold (default: the model's)", value=None)
+        summary = gr.JSON(label="results")
+        mask_files = gr.File(label="masks", file_count="multiple")
+        result_id = gr.Textbox(label="result id")
+        message = gr.Textbox(label="message")
+        segment, review = gr.Button("segment"), gr.Button("review")
+    segment.click(cb.api_segment, inputs=[images, masks, queries, class_name, model, threshold],
+                  outputs=[summary, mask_files], api_name="segment",
+                  concurrency_limit=run_limit(cb), concurrency_id="segment")  # fmt: skip
+    review.click(cb.api_review, inputs=result_id, outputs=message, api_name="review")
 
 
 def _add_examples(

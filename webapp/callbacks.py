@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import gradio as gr
-import numpy as np
 
 from dinoseg import runtime
 from dinoseg.data.classnames import normalize_class_name
@@ -22,8 +21,8 @@ from dinoseg.io import InputError
 from serving.config import known_classes
 from webapp import results
 from webapp.backends import Backend, BackendError, Report, no_report
-from webapp.inputs import read_queries, read_supports
-from webapp.uploads import make_request
+from webapp.inputs import read_queries, read_support_files, read_supports
+from webapp.uploads import CHAMPION, StoredArrays, make_request
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -53,11 +52,12 @@ def user_errors(fn: Callable[P, T]) -> Callable[P, T]:
 
 
 class Detail(NamedTuple):
-    """The selected result: three images, its summary, its mask download, its index."""
+    """The selected result: three image files (overlay JPEG, mask PNG, heat map JPEG), its
+    summary, its mask download, its index."""
 
-    overlay: np.ndarray | None
-    mask: np.ndarray | None
-    heatmap: np.ndarray | None
+    overlay: str | None
+    mask: str | None
+    heatmap: str | None
     summary: str
     download: str | None
     selected: int | None
@@ -67,7 +67,7 @@ class Shown(NamedTuple):
     """Everything a run updates (the app wires its outputs in this order)."""
 
     views: list[dict[str, Any]]
-    gallery: list[tuple[np.ndarray, str]]
+    gallery: list[tuple[str, str]]
     table: list[list[Any]]
     all_masks: list[str]
     notice: str
@@ -82,7 +82,7 @@ def detail(views: Sequence[dict[str, Any]] | None, index: int | None) -> Detail:
     if not views or index is None or not 0 <= index < len(views):
         return EMPTY_DETAIL
     view = views[index]
-    over, mask, heat = results.render(view)
+    over, mask, heat = results.shown_files(view)
     return Detail(over, mask, heat, results.describe(view), results.download_file(view), index)
 
 
@@ -91,6 +91,7 @@ class DemoCallbacks:
 
     def __init__(self, backend: Backend):
         self.backend = backend
+        self.arrays = StoredArrays()  # supports stored lately: not PNG-encoded again
 
     @user_errors
     def run(
@@ -104,21 +105,51 @@ class DemoCallbacks:
         class_name: str | None = None,
     ) -> Shown:
         """Validate the inputs, run ``dinoseg.segment`` and show the first result."""
-        supports = read_supports(editors, mask_files)
-        query_files = read_queries(queries)
-        name = normalize_class_name(class_name)
-        request, names = make_request(supports, query_files, model=model, threshold=threshold,
-                                      class_name=name)  # fmt: skip
-        reply = self.backend.segment(request, report)
-        views = results.views_from_reply(reply, names)
-        if not views:
-            raise BackendError("the workers returned no result")
-        gallery = [(results.render(v)[0], results.caption(v)) for v in views]
+        reply, views = self._segment(read_supports(editors, mask_files), read_queries(queries),
+                                     model, threshold, class_name, report)  # fmt: skip
+        gallery = [(results.shown_files(v)[0], results.caption(v)) for v in views]
         masks = [results.download_file(v) for v in views]
         notice = str(reply.get("notice") or "")
         return Shown(
             views, gallery, results.table_rows(views), masks, notice, detail(views, 0)
         )
+
+    @user_errors
+    def api_segment(
+        self,
+        support_images: Sequence[str] | None,
+        support_masks: Sequence[str] | None,
+        queries: Sequence[str] | None,
+        class_name: str | None = None,
+        model: str | None = None,
+        threshold: float | None = None,
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The ``/segment`` API: support image files with their mask files (nonzero = the
+        object), query files -> (summary JSON, one mask PNG per query, named after it)."""
+        supports = read_support_files(support_images, support_masks)
+        reply, views = self._segment(supports, read_queries(queries), model or CHAMPION,
+                                     threshold, class_name, no_report)  # fmt: skip
+        summary = {
+            "model_version": reply.get("model_version"), "notice": reply.get("notice"),
+            "class_name": reply.get("class_name"),
+            "results": [{"id": v["id"], "query": v["name"], "confidence": v["confidence"],
+                         "needs_review": v["needs_review"],
+                         "foreground": round(v["coverage"], 6)} for v in views],
+        }  # fmt: skip
+        return summary, [results.download_file(v) for v in views]
+
+    def _segment(self, supports: list[Any], queries: list[Any], model: str | None,
+                 threshold: float | None, class_name: str | None,
+                 report: Report) -> tuple[dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
+        """Store the inputs, run ``dinoseg.segment``: (reply, views)."""
+        request, names = make_request(supports, queries, model=model, threshold=threshold,
+                                      class_name=normalize_class_name(class_name),
+                                      arrays=self.arrays)  # fmt: skip
+        reply = self.backend.segment(request, report)
+        views = results.views_from_reply(reply, names)
+        if not views:
+            raise BackendError("the workers returned no result")
+        return reply, views
 
     @user_errors
     def select(self, views: list[dict[str, Any]] | None, index: int | None) -> Detail:
@@ -131,18 +162,16 @@ class DemoCallbacks:
         if not views or index is None or not 0 <= index < len(views):
             raise InputError("no result selected: run a segmentation first, then pick a result")
         view = views[index]
-        reply = self.backend.queue_for_review(view["id"])
-        status = reply.get("status")
-        if status == "queued":
-            return f"{view['name']}: sent to Label Studio (task {reply.get('task_id')})."
-        if status == "duplicate":
-            return f"{view['name']}: already in the review queue (task {reply.get('task_id')})."
-        if status == "outbox":
-            return (
-                f"{view['name']}: Label Studio is not reachable; saved in the outbox, it will "
-                "be delivered when Label Studio is up."
-            )
-        return f"{view['name']}: {reply}"
+        return review_message(view["name"], self.backend.queue_for_review(view["id"]))
+
+    @user_errors
+    def api_review(self, result_id: str | None) -> str:
+        """The ``/review`` API: queue a stored result (by its id) for review; a message."""
+        from serving.store import read_meta
+
+        rid = str(result_id or "").strip()
+        read_meta(rid)  # a well-formed id of a stored result, else a clear InputError
+        return review_message(rid, self.backend.queue_for_review(rid))
 
     def class_choices(self) -> list[str]:
         """Suggestions for the class-name box: the known classes (never raises)."""
@@ -162,6 +191,19 @@ class DemoCallbacks:
             log.exception("status failed")
             return f"**Workers:** status unavailable ({type(e).__name__})"
         return status_markdown(s)
+
+
+def review_message(name: str, reply: dict[str, Any]) -> str:
+    """A ``dinoseg.queue_for_review`` reply -> one sentence for the visitor."""
+    status = reply.get("status")
+    if status == "queued":
+        return f"{name}: sent to Label Studio (task {reply.get('task_id')})."
+    if status == "duplicate":
+        return f"{name}: already in the review queue (task {reply.get('task_id')})."
+    if status == "outbox":
+        return (f"{name}: Label Studio is not reachable; saved in the outbox, it will be "
+                "delivered when Label Studio is up.")  # fmt: skip
+    return f"{name}: {reply}"
 
 
 def status_markdown(s: dict[str, Any]) -> str:

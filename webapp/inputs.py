@@ -126,6 +126,35 @@ def read_supports(
     return supports
 
 
+def read_support_files(
+    images: Sequence[str | Path] | None, masks: Sequence[str | Path] | None
+) -> list[Support]:
+    """Support image files and their mask files (same order; nonzero = the object) ->
+    :class:`Support` list (the API's way of giving supports)."""
+    images, masks = list(images or []), list(masks or [])
+    if not images:
+        raise InputError("no support image: give at least one support image with its mask")
+    if len(images) != len(masks):
+        raise InputError(f"{len(images)} support images but {len(masks)} masks; give one mask "
+                         "per image, in the same order")  # fmt: skip
+    if len(images) > MAX_SUPPORTS:
+        raise InputError(f"at most {MAX_SUPPORTS} support images, got {len(images)}")
+    supports = []
+    for i, (image_file, mask_file) in enumerate(zip(images, masks, strict=True), start=1):
+        what = f"Support {i}"
+        try:
+            image = load_image(image_file)
+            mask = load_mask(mask_file, image_size=image.shape[:2])
+        except InputError as e:  # the user's file names, not the server's upload paths
+            e = _renamed(_renamed(e, image_file, Path(image_file).name), mask_file,
+                         Path(mask_file).name)  # fmt: skip
+            raise InputError(f"{what}: {e}") from None
+        if not mask.any():
+            raise InputError(f"{what}: the mask is empty; mark the object (nonzero pixels)")
+        supports.append(Support(image, mask))
+    return supports
+
+
 def read_queries(files: str | Path | Sequence[str | Path] | None) -> list[Query]:
     """Uploaded query files -> :class:`Query` list; each is decoded once to validate it."""
     if not files:

@@ -7,6 +7,11 @@ A *view* is a plain JSON-able dict kept in the visitor's ``gr.State``::
 
 where ``query``/``mask``/``prob`` are file paths (the stored query, the 0/255 mask PNG and the
 probability PNG of the results store).
+
+What the page shows are files: each result's overlay and heat map are drawn once, as JPEGs in a
+per-result folder of the temporary directory (:func:`shown_files`), and the mask is the
+store's own PNG, so Gradio copies files instead of encoding arrays, and the gallery and the
+detail panel share one drawing.
 """
 
 from __future__ import annotations
@@ -68,6 +73,30 @@ def render(view: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return overlay(image, mask), mask.astype(np.uint8) * 255, heatmap(read_prob(view["prob"]))
 
 
+#: JPEG quality of the drawn overlay and heat map (what the page shows, not what is stored)
+JPEG_QUALITY = 90
+
+
+def result_folder(view: Mapping[str, Any]) -> Path:
+    """The per-result folder of what the page shows (temporary directory, by result id)."""
+    folder = Path(tempfile.gettempdir()) / "dinoseg-demo" / str(view["id"])
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def shown_files(view: Mapping[str, Any]) -> tuple[str, str, str]:
+    """-> (overlay JPEG, mask PNG (the store's), heat map JPEG) paths; drawn on first use."""
+    folder = result_folder(view)
+    over, heat = folder / "overlay.jpg", folder / "heatmap.jpg"
+    if not (over.is_file() and heat.is_file()):
+        drawn_over, _, drawn_heat = render(view)
+        for array, path in ((drawn_over, over), (drawn_heat, heat)):
+            tmp = path.with_name(f".{path.name}.tmp")
+            Image.fromarray(array).save(tmp, format="JPEG", quality=JPEG_QUALITY)
+            tmp.replace(path)
+    return str(over), str(view["mask"]), str(heat)
+
+
 def caption(view: Mapping[str, Any]) -> str:
     """Short gallery caption: file name and confidence."""
     flag = " · review" if view["needs_review"] else ""
@@ -102,9 +131,7 @@ def describe(view: Mapping[str, Any]) -> str:
 
 def download_file(view: Mapping[str, Any]) -> str:
     """A copy of the mask PNG named after the query (``<stem>_mask.png``) for the download."""
-    folder = Path(tempfile.gettempdir()) / "dinoseg-demo" / str(view["id"])
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{Path(str(view['name'])).stem}_mask.png"
+    target = result_folder(view) / f"{Path(str(view['name'])).stem}_mask.png"
     if not target.is_file():
         shutil.copyfile(view["mask"], target)
     return str(target)

@@ -20,6 +20,10 @@ DEFAULT_PORT = 7860
 MAX_FILE_SIZE = "25mb"
 #: ``user:password`` turns on HTTP basic auth for the whole page
 AUTH_ENV = "DINOSEG_DEMO_AUTH"
+#: requests waiting in Gradio's queue (all events); one more is refused at once: the page says
+#: "This application is currently busy. Please try again.", ``gradio_client`` raises
+#: ``QueueError("Queue is full! Please try again.")``, the HTTP answer is 503
+MAX_QUEUE = 16
 
 
 def auth_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
@@ -41,11 +45,13 @@ def launch(
     port: int = DEFAULT_PORT,
     block: bool = True,
     quiet: bool = False,
+    max_queue: int = MAX_QUEUE,
 ) -> None:
-    """Serve a ``build_app()`` Blocks (queue on, upload limit, auth from the environment)."""
+    """Serve a ``build_app()`` Blocks (a bounded queue, upload limit, auth from the
+    environment)."""
     from webapp.app import CSS
 
-    demo.queue(default_concurrency_limit=1)  # type: ignore[attr-defined]
+    demo.queue(default_concurrency_limit=1, max_size=max_queue)  # type: ignore[attr-defined]
     demo.launch(  # type: ignore[attr-defined]
         server_name=host,
         server_port=port,

@@ -38,7 +38,7 @@ def test_run_shows_every_query_and_stores_records(tiny_backend, blobs, home):
         meta = json.loads((record / "meta.json").read_text())
         assert meta["model_version"] == "prototype" and meta["threshold"] == 0.5
         assert len(view["id"]) == 24 and meta["needs_review"] == view["needs_review"]
-        assert overlay.shape == (84, 112, 3) and view["name"] in caption
+        assert _pixels(overlay).shape == (84, 112, 3) and view["name"] in caption
         assert Path(download).name == view["name"].replace(".png", "_mask.png")
         saved = np.asarray(Image.open(download))
         assert saved.shape == (84, 112) and set(np.unique(saved)) <= {0, 255}
@@ -46,13 +46,20 @@ def test_run_shows_every_query_and_stores_records(tiny_backend, blobs, home):
         assert 0.0 <= view["confidence"] <= 1.0
     over, mask, heat, summary, download, selected = shown.detail
     assert selected == 0 and "query1.png" in summary and "Confidence" in summary
-    assert over.shape == heat.shape == (84, 112, 3) and mask.shape == (84, 112)
+    assert _pixels(over).shape == _pixels(heat).shape == (84, 112, 3)
+    assert _pixels(mask).shape == (84, 112) and over == shown.gallery[0][0]  # drawn once
     assert download == shown.all_masks[0]
     # inputs are stored once, by content
     uploads = sorted(p.name for p in (home / "uploads").iterdir())
     assert len(uploads) == 4 and all(len(Path(n).stem) == 64 for n in uploads)
     _run(cb, blobs)
     assert len(list((home / "uploads").iterdir())) == 4
+
+
+def _pixels(path: str) -> np.ndarray:
+    """A file the page shows, as its pixels."""
+    with Image.open(path) as img:
+        return np.asarray(img)
 
 
 def test_threshold_changes_the_mask(tiny_backend, blobs):
