@@ -7,12 +7,18 @@ megapixel: with workers, never inside the web app's process). Request (JSON)::
      "config": {AerialConfig field: value, ...}}
 
 Paths must lie in the uploads folder; masks are class-index PNGs (the Dubai layout: 0 land,
-1 water, 2 building, 3 vegetation, 4 road, 255 unlabelled). The config is layered: code
+1 water, 2 building, 3 vegetation, 4 road, 255 unlabelled). ``method: head`` needs no tiles: it
+runs the supervised head ``model`` names (a checkpoint directory or ``models:/...``; by default
+the registered champion, ``AerialConfig.head_model``). The config is layered: code
 defaults <- params.yaml ``aerial`` <- the request's ``config``. Reply::
 
-    {"id", "out", "map", "glb", "files": [path, ...], "stats": {...}}
+    {"id", "out", "map", "glb", "files": [path, ...], "stats": {...}, "review": [...]}
 
-with the outputs in ``runtime.results_dir()/aerial/<id>/``.
+with the outputs in ``runtime.results_dir()/aerial/<id>/``. ``review`` (method ``head``) lists
+the :data:`REVIEW_TILES` least confident tiles (confidence: the mean top-class probability),
+each ``{"image", "labels", "image_sha256", "box", "confidence", "model", "classes"}`` with the
+tile and its class-index map stored in the uploads folder: what ``workers.labelstudio.aerial``
+sends to annotators.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dinoseg import runtime
-from dinoseg.aerial.build import check_method
+from dinoseg.aerial.build import build_method, check_method, head_spec
 from dinoseg.aerial.categories import DEFAULT_CLASS_NAMES
 from dinoseg.aerial.config import AerialConfig
 from dinoseg.config import load_params, resolve
@@ -33,9 +39,12 @@ from serving.progress import Report, no_report
 from serving.request import upload_path
 
 #: request ``config`` keys a visitor may set (the rest come from params.yaml)
-REQUEST_KEYS = ("method", "refine", "tile", "overlap", "k", "pixel_size", "building_height")
+REQUEST_KEYS = ("method", "refine", "tile", "overlap", "k", "pixel_size", "building_height",
+                "model")
 #: methods that name classes by the support tiles
 NEEDS_SUPPORTS = ("fewshot", "sam-match")
+#: least confident tiles of a head's map offered for review
+REVIEW_TILES = 3
 
 
 def aerial_config(overrides: Any, params: Path = PARAMS_FILE) -> AerialConfig:
@@ -92,6 +101,37 @@ def run_aerial_job(
         report(done / max(total, 1), f"{stage}: {done}/{total} tiles")
 
     report(None, "loading the model")
-    stats = run_aerial(image, supports, names, cfg, out, progress=progress)
+    method = build_method(cfg, supports, names)
+    stats = run_aerial(image, supports, names, cfg, out, method=method, progress=progress)
     return {"id": rid, "out": str(out), "map": str(out / "map.png"), "glb": str(out / "city.glb"),
-            "files": [str(out / n) for n in OUTPUT_FILES], "stats": stats}  # fmt: skip
+            "files": [str(out / n) for n in OUTPUT_FILES], "stats": stats,
+            "review": review_tiles(image, out, method,
+                                   head_spec(cfg) if cfg.method == "head" else cfg.model)}
+
+
+def review_tiles(image: Path, out: Path, method: Any, model: str,
+                 n: int = REVIEW_TILES) -> list[dict[str, Any]]:  # fmt: skip
+    """The ``n`` least confident tiles of a method that scores its tiles (see the module
+    docstring); ``[]`` for the others."""
+    import hashlib
+
+    import numpy as np
+    from PIL import Image
+
+    from dinoseg.aerial.reader import open_large_image
+    from serving.uploads import png_bytes, store_bytes
+
+    scored = sorted(getattr(method, "tile_confidence", []), key=lambda t: t[1])[:n]
+    if not scored:
+        return []
+    source = open_large_image(image)
+    labels = np.asarray(Image.open(out / "classes.png"))
+    items = []
+    for (y0, x0, y1, x1), confidence in scored:
+        tile = png_bytes(source.read(y0, x0, y1, x1))
+        items.append({"image": str(store_bytes(tile, ".png")),
+                      "image_sha256": hashlib.sha256(tile).hexdigest(),
+                      "labels": str(store_bytes(png_bytes(labels[y0:y1, x0:x1]), ".png")),
+                      "box": [y0, x0, y1, x1], "confidence": round(float(confidence), 4),
+                      "model": model, "classes": list(method.class_names)})  # fmt: skip
+    return items

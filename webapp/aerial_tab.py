@@ -25,13 +25,15 @@ Upload an aerial photo of any size (tiled inference, up to 150 MP). For **few-sh
 **SAM matching**, add one or more annotated tiles: a tile and its mask PNG whose pixel values
 are class indices — 0 land, 1 water, 2 building, 3 vegetation, 4 road, 255 unlabelled (the
 Dubai dataset's format). **k-means** works without them (clusters are then left unnamed);
-**SegFormer** needs its ADE20K weights on the server.
+**SegFormer** needs its ADE20K weights on the server. The **supervised head** needs no tiles: it
+runs the registered champion head (`dinoseg aerial train`), or the model named under Settings.
 """
 METHOD_CHOICES = [
     ("Few-shot (DINOv2 prototypes)", "fewshot"),
     ("DINOv2 + k-means", "kmeans"),
     ("DINOv2 + SAM automatic masks", "sam-match"),
     ("SegFormer-B5 (ADE20K)", "segformer"),
+    ("DINOv2 + supervised head (trained on labelled tiles)", "head"),
 ]
 STATS_HEADERS = ["class", "share %", "area m²"]
 
@@ -44,7 +46,7 @@ def _path(f: Any) -> str:
 def aerial_request(image: Any, support_images: Sequence[Any] | None,
                    support_masks: Sequence[Any] | None, method: str, refine: bool, *,
                    tile: int = 518, k: int = 8, pixel_size: float = 0.5,
-                   building_height: float = 10.0) -> dict[str, Any]:  # fmt: skip
+                   building_height: float = 10.0, model: str = "") -> dict[str, Any]:  # fmt: skip
     """Store the uploaded files (content-addressed) and build the ``dinoseg.aerial`` request."""
     if not image:
         raise InputError("upload an aerial photo first")
@@ -58,6 +60,8 @@ def aerial_request(image: Any, support_images: Sequence[Any] | None,
     config = {"method": method, "refine": bool(refine), "tile": int(tile),
               "overlap": min(96, int(tile) // 4), "k": int(k), "pixel_size": float(pixel_size),
               "building_height": float(building_height)}  # fmt: skip
+    if model.strip():
+        config["model"] = model.strip()
     return {"image": str(store_file(_path(image))), "supports": supports, "config": config}
 
 
@@ -83,9 +87,10 @@ class AerialCallbacks:
     @user_errors
     def make_city_map(self, image: Any, imgs: Any, masks: Any, method: str, refine: bool,
                       tile: float, k: float, pixel_size: float, height: float,
-                      report: Report = no_report) -> tuple[Any, ...]:  # fmt: skip
+                      report: Report = no_report, model: str = "") -> tuple[Any, ...]:  # fmt: skip
         request = aerial_request(image, imgs, masks, method, refine, tile=int(tile), k=int(k),
-                                 pixel_size=pixel_size, building_height=height)  # fmt: skip
+                                 pixel_size=pixel_size, building_height=height,
+                                 model=model)  # fmt: skip
         return shown(self.backend.aerial(request, report))
 
 
@@ -107,20 +112,24 @@ def build_aerial_tab(backend: Backend) -> None:
                 k = gr.Slider(2, 16, value=8, step=1, label="k-means clusters")
                 pixel_size = gr.Number(value=0.5, label="Ground size of a pixel (m)")
                 height = gr.Number(value=10.0, label="Building height (m)")
+                model = gr.Textbox(value="", label="Model (few-shot or head checkpoint, "
+                                   "models:/...; empty = the default)")  # fmt: skip
             run = gr.Button("Make the city map", variant="primary", elem_id="aerial-run")
         with gr.Column(scale=2):
             summary = gr.Markdown()
             city_map = gr.Image(label="City map", type="filepath", interactive=False)
             stats = gr.Dataframe(headers=STATS_HEADERS, label="Areas", interactive=False)
-            model = gr.Model3D(label="3D city model", clear_color=(0.9, 0.9, 0.9, 1.0))
+            city = gr.Model3D(label="3D city model", clear_color=(0.9, 0.9, 0.9, 1.0))
             files = gr.File(label="Downloads", file_count="multiple", interactive=False)
 
     def on_run(image: Any, imgs: Any, masks: Any, method: str, refine: bool, tile: float,
-               k: float, pixel_size: float, height: float,
+               k: float, pixel_size: float, height: float, model: str,
                progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
         return cb.make_city_map(image, imgs, masks, method, refine, tile, k, pixel_size, height,
-                                report=lambda f, d: progress(f or 0.0, desc=d))  # fmt: skip
+                                report=lambda f, d: progress(f or 0.0, desc=d),
+                                model=model)  # fmt: skip
 
-    run.click(on_run, inputs=[image, imgs, masks, method, refine, tile, k, pixel_size, height],
-              outputs=[summary, city_map, stats, model, files],
+    run.click(on_run, inputs=[image, imgs, masks, method, refine, tile, k, pixel_size, height,
+                              model],
+              outputs=[summary, city_map, stats, city, files], api_name="aerial_map",
               concurrency_limit=2 if backend.kind == "celery" else 1)  # fmt: skip

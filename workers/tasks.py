@@ -5,8 +5,11 @@ Names and payloads are the contract with the web app (JSON only):
 - ``dinoseg.segment(request)`` -> ``{"model_version", "notice", "results": [...]}``
   (:class:`serving.segment.SegmentJob`); results that need review go into the outbox with
   their mask still in memory and are delivered by ``dinoseg.deliver_review``
-- ``dinoseg.aerial(request)`` -> ``{"id", "out", "map", "glb", "files", "stats"}``
-  (:func:`serving.aerial.run_aerial_job`)
+- ``dinoseg.aerial(request)`` -> ``{"id", "out", "map", "glb", "files", "stats", "review",
+  "review_queue"}`` (:func:`serving.aerial.run_aerial_job`; a head's uncertain tiles go to the
+  aerial review project: :mod:`workers.labelstudio.aerial`)
+- ``dinoseg.sync_aerial_annotations()`` -> ``{"labels", "skipped"}`` (annotated aerial tiles ->
+  ``data/aerial_labels``, the aerial pipeline's labels)
 - ``dinoseg.queue_for_review(result_id)`` -> ``{"status", "task_id", "key"}``; status is
   ``queued``, ``outbox`` (Label Studio down: delivered later) or ``duplicate``
 - ``dinoseg.deliver_review(key)`` -> ``{"status", "task_id"}`` (one outbox item)
@@ -26,10 +29,10 @@ from __future__ import annotations
 import importlib
 import logging
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
-import time
 from celery import Task
 from celery.signals import worker_init
 
@@ -51,11 +54,11 @@ WARM_IMPORTS = (
     "dinoseg.models.prototype",
     "dinoseg.checkpoint",
 )
+#: the least time between two published progress states of one task (seconds)
+PROGRESS_SECONDS = 0.3
 TRANSIENT = (TransientError, sqlite3.OperationalError, ConnectionError)
 RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 60,
          "retry_jitter": True, "max_retries": 5}  # fmt: skip
-#: the least time between two published progress states of one task (seconds)
-PROGRESS_SECONDS = 0.3
 
 
 class ProcessTask(Task):  # type: ignore[misc]
@@ -131,7 +134,32 @@ def _send_or_leave_in_outbox(key: str) -> None:
 def aerial(self: ProcessTask, request: dict[str, Any]) -> dict[str, Any]:
     from serving.aerial import run_aerial_job
 
-    return run_aerial_job(request, self.progress())
+    reply = run_aerial_job(request, self.progress())
+    if reply.get("review") and review_config().auto_queue:
+        reply["review_queue"] = _queue_aerial(reply["review"])
+    return reply
+
+
+def _queue_aerial(tiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A head's uncertain tiles to the aerial review project (a map never fails for it)."""
+    from dinoseg.io import InputError
+    from workers.labelstudio.aerial import AerialReviewConfig, queue_tiles
+
+    try:
+        return queue_tiles(tiles, AerialReviewConfig.load())
+    except (ls.Unavailable, InputError) as e:
+        log.warning("aerial review tiles not sent: %s", e)
+        return [{"status": "not sent", "error": str(e)}]
+
+
+@app.task(name="dinoseg.sync_aerial_annotations", soft_time_limit=540, time_limit=600)
+def sync_aerial_annotations() -> dict[str, Any]:
+    from workers.labelstudio.aerial import AerialReviewConfig, sync_tiles
+
+    try:
+        return sync_tiles(AerialReviewConfig.load())
+    except ls.Unavailable as e:
+        return {"labels": 0, "skipped": [], "error": str(e)}
 
 
 @app.task(name="dinoseg.queue_for_review", base=ProcessTask, bind=True, soft_time_limit=60,

@@ -1,7 +1,8 @@
 """The one place aerial methods are built from a config (a registry of builders).
 
 ``build_method(cfg, supports, class_names)`` loads what the config names (few-shot model and
-backbone through :func:`dinoseg.predictor.load_predictor`, DINOv2, SAM, SegFormer); the
+backbone through :func:`dinoseg.predictor.load_predictor`, DINOv2, SAM, SegFormer, a trained
+head through :func:`dinoseg.aerial.train.load_aerial_head`); the
 ``backbone`` / ``sam`` / ``segformer_model`` arguments replace them (tests, long-lived
 services).
 """
@@ -41,7 +42,7 @@ class Parts:
                 )
             except ValueError as e:
                 raise InputError(str(e)) from e
-        return TileEncoder(backbone, scale=self.cfg.scale)
+        return TileEncoder(backbone, scale=self.cfg.scale, device=self.cfg.device)
 
     def need_supports(self, why: str) -> Supports:
         if self.supports is None or not self.supports.images:
@@ -67,7 +68,7 @@ def _fewshot(p: Parts) -> AerialMethod:
 
         model, backbone = load_checkpoint(p.cfg.model)[0], p.backbone
     return FewShotMethod(
-        model, TileEncoder(backbone, scale=p.cfg.scale), supports,
+        model, TileEncoder(backbone, scale=p.cfg.scale, device=p.cfg.device), supports,
         unknown_threshold=p.cfg.unknown_threshold, tiles=p.cfg.tiles,
     )
 
@@ -104,8 +105,41 @@ def _segformer(p: Parts) -> AerialMethod:
     return SegformerMethod(model, p.class_names, scale=p.cfg.scale, tiles=p.cfg.tiles)
 
 
+def head_spec(cfg: AerialConfig) -> str:
+    """The head model of method ``head``: ``model``, or ``head_model`` when ``model`` is the
+    few-shot default (``prototype`` / ``knn``)."""
+    from dinoseg.modelspec import parse_model_spec
+
+    spec = parse_model_spec(cfg.model)
+    if spec.kind in ("prototype", "knn"):
+        spec = parse_model_spec(cfg.head_model)
+    if spec.kind in ("prototype", "knn"):
+        raise InputError("--method head needs --model: a head trained by `dinoseg aerial train` "
+                         "(a checkpoint directory or models:/NAME@ALIAS)")
+    return spec.text
+
+
+def _head(p: Parts) -> AerialMethod:
+    from dinoseg.aerial.methods.head import HeadMethod
+    from dinoseg.aerial.train import load_aerial_head
+    from dinoseg.modelspec import parse_model_spec, resolve_model_spec
+
+    spec = parse_model_spec(head_spec(p.cfg))
+    path = resolve_model_spec(spec.text)[0] if spec.is_registry else spec.text
+    head, backbone, aerial = load_aerial_head(path, p.backbone)
+    scale = p.cfg.scale if p.cfg.image_size else float(aerial.get("scale", 1.0))
+    cache = None
+    if p.cfg.feature_cache:
+        from dinoseg.feature_cache import FeatureCache
+
+        cache = FeatureCache(max_bytes=0, disk_dir=p.cfg.feature_cache)
+    encoder = TileEncoder(backbone, scale=scale, cache=cache, device=p.cfg.device)
+    return HeadMethod(head, encoder, tiles=p.cfg.tiles)
+
+
 METHOD_BUILDERS: Mapping[str, Callable[[Parts], AerialMethod]] = MappingProxyType(
-    {"fewshot": _fewshot, "kmeans": _kmeans, "sam-match": _sam_match, "segformer": _segformer}
+    {"fewshot": _fewshot, "kmeans": _kmeans, "sam-match": _sam_match, "segformer": _segformer,
+     "head": _head}
 )
 
 

@@ -17,7 +17,12 @@ class AerialConfig:
     """Every knob of ``dinoseg aerial`` (code defaults <- params.yaml ``aerial`` <- flags)."""
 
     method: str = "fewshot"
-    model: str = "prototype"  # few-shot model spec (prototype | checkpoint dir | models:/...)
+    # few-shot model spec (prototype | checkpoint dir | models:/...); for method head, the head
+    # checkpoint of `dinoseg aerial train` (a directory or models:/dinoseg-aerial-head@champion)
+    model: str = "prototype"
+    device: str = "auto"  # where the DINOv2 encoder runs: auto | cpu | cuda[:N] | mps
+    head_model: str = "models:/dinoseg-aerial-head@champion"  # method head when model is few-shot's
+    feature_cache: str = ""  # head: directory caching tile features (re-runs, evaluations)
     backbone: str = ""  # "" = the model's own (few-shot) / packaged:dinov2-s
     feature_layer: int = 10  # DINOv2 block clustered / matched by kmeans and sam-match
     tile: int = 518
@@ -60,6 +65,9 @@ class AerialConfig:
         if self.pixel_size <= 0 or self.building_height <= 0:
             raise InputError("pixel_size and building_height must be positive")
         plan_tiles((self.tile, self.tile), self.tile, self.overlap)  # tile and overlap sizes
+        from dinoseg.device import check_device_name
+
+        check_device_name(self.device)  # e.g. cuda asked for on a machine without one
 
     @property
     def tiles(self) -> TileSettings:

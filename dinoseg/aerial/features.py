@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,14 +78,22 @@ class TileEncoder:
         backbone: the frozen encoder.
         scale: encoder pixels per image pixel.
         support_max_side: cap of a support's long side after scaling (px).
+        cache: a :class:`~dinoseg.feature_cache.FeatureCache` tiles are encoded through
+            (re-runs over the same photo pay the encoder once), or None.
+        device: where the backbone runs (:func:`dinoseg.device.resolve_device`); the features
+            come back on the CPU, where the methods work on them.
     """
 
-    def __init__(self, backbone: DinoBackbone, *, scale: float = 1.0, support_max_side: int = 1036):
+    def __init__(self, backbone: DinoBackbone, *, scale: float = 1.0, support_max_side: int = 1036,
+                 cache: Any = None, device: str = "cpu"):  # fmt: skip
+        from dinoseg.device import resolve_device
+
         if scale <= 0:
             raise InputError(f"encoder scale must be positive, got {scale}")
-        self.backbone = backbone
+        self.backbone = backbone.to(resolve_device(device))
         self.scale = scale
         self.support_max_side = support_max_side
+        self.cache = cache
 
     def geometry(self, h: int, w: int, *, cap: int | None = None) -> Geometry:
         side = max(14, round(max(h, w) * self.scale))
@@ -96,7 +105,12 @@ class TileEncoder:
     def encode(self, images: np.ndarray | Sequence[np.ndarray], geom: Geometry) -> list[Tensor]:
         """Equal-size ``(B, H, W, 3)`` uint8 images -> per layer ``(B, C, gh, gw)`` features."""
         pix = torch.stack([image_to_tensor(img, geom) for img in images])
-        return self.backbone(pix)
+        return self.features(pix)
+
+    def features(self, pix: Tensor) -> list[Tensor]:
+        """``(B, 3, Hp, Wp)`` encoder inputs -> per layer ``(B, C, gh, gw)`` on the CPU."""
+        feats = self.backbone(pix) if self.cache is None else self.cache.encode(self.backbone, pix)
+        return [f.cpu() for f in feats]
 
     def support_geometries(self, images: Sequence[np.ndarray]) -> list[Geometry]:
         """One geometry per support, all on the first one's grid (needed to stack them)."""

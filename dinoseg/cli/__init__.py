@@ -48,12 +48,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def with_default_verb(argv: Sequence[str]) -> list[str]:
+    """A command whose module names ``DEFAULT_VERB`` (and its ``VERBS``) gets that verb when
+    its first argument is none of them: ``dinoseg aerial --image x`` = ``dinoseg aerial map
+    --image x``."""
+    argv = list(argv)
+    module = commands().get(argv[0]) if argv else None
+    if module is None:
+        return argv
+    try:
+        found = import_module(module)
+    except ImportError:  # an adapter without its extras: build_parser says so
+        return argv
+    default = getattr(found, "DEFAULT_VERB", None)
+    verbs = (*getattr(found, "VERBS", ()), "-h", "--help")
+    if default and (len(argv) == 1 or argv[1] not in verbs):
+        argv.insert(1, default)
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     from dinoseg.backbone.packaged import PackagedWeightsError
     from dinoseg.io import InputError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(with_default_verb(sys.argv[1:] if argv is None else argv))
     try:
         return int(import_module(commands()[args.command]).run(args) or 0)
     except (InputError, PackagedWeightsError) as e:

@@ -1,4 +1,8 @@
-"""``dinoseg aerial``: an aerial photo to a city map (class raster, coloured map, stats, 3D)."""
+"""``dinoseg aerial [map] | train | eval``: an aerial photo to a city map (class raster,
+coloured map, stats, 3D); a supervised head for it; a method scored on a labelled folder.
+
+``map`` is the default verb (``dinoseg aerial --image x ...``); ``train`` and ``eval`` live in
+:mod:`dinoseg.cli.aerial_verbs`."""
 
 from __future__ import annotations
 
@@ -6,24 +10,45 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 FLAGS = (
     "method", "model", "backbone", "tile", "overlap", "image_size", "k", "sam_model",
     "sam_checkpoint", "segformer", "pixel_size", "building_height", "height_rule",
-    "unknown_threshold", "min_area", "smooth_iterations",
+    "unknown_threshold", "min_area", "smooth_iterations", "device",
 )
 
 
+VERBS = ("map", "train", "eval")
+DEFAULT_VERB = "map"
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "aerial",
-        help="segment an aerial photo of any size into a city map and a 3D model",
+    from dinoseg.cli.aerial_verbs import add_eval, add_train
+
+    a = sub.add_parser(
+        "aerial", help="aerial photos to city maps: map (default) | train | eval",
+        description="dinoseg aerial [map] --image PHOTO --out DIR: a city map; dinoseg aerial "
+        "train: a supervised head for it; dinoseg aerial eval: a method on a labelled folder.",
+    )  # fmt: skip
+    verbs = a.add_subparsers(dest="verb", required=True, metavar="VERB")
+    p = verbs.add_parser(
+        "map",
+        help="segment an aerial photo of any size into a city map and a 3D model (the default)",
         description="Config layers: code defaults <- --params FILE (section 'aerial') <- flags "
         "<- KEY=VALUE overrides (any AerialConfig field). Writes OUT/classes.png, map.png, "
         "stats.json, city.glb and resolved_config.json.",
     )
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any AerialConfig field")
     p.add_argument("--image", required=True, type=Path, help="the aerial photo (up to 150 MP)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    add_method_args(p)
+    add_train(verbs)
+    add_eval(verbs)
+
+
+def add_method_args(p: argparse.ArgumentParser) -> None:
+    """The method options ``map`` and ``eval`` share."""
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any AerialConfig field")
     p.add_argument(
         "--support", nargs=2, action="append", metavar=("IMG", "MASK"), default=[],
         help="an annotated tile and its class-index mask PNG (255 = unlabelled); repeatable",
@@ -32,11 +57,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="classes.json naming the mask values (default: land, water, building, "
                    "vegetation, road - the Dubai dataset's)")
     p.add_argument("--method", default=None,
-                   help="fewshot (default) | kmeans | sam-match | segformer")
+                   help="fewshot (default) | kmeans | sam-match | segformer | head")
+    p.add_argument("--device", default=None, help="where the DINOv2 encoder runs: auto (CUDA "
+                   "when present, else CPU) | cpu | cuda | cuda:N | mps (default: auto)")
     p.add_argument("--refine", action="store_true", help="refine boundaries with SAM")
-    p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--params", type=Path, default=None, help="YAML params file")
-    p.add_argument("--model", default=None, help="few-shot model: prototype | checkpoint dir")
+    p.add_argument("--model", default=None, help="few-shot model: prototype | checkpoint dir; "
+                   "head: the head checkpoint of `dinoseg aerial train` (dir or models:/...)")
     p.add_argument("--backbone", default=None, help="DINOv2 spec (default packaged:dinov2-s)")
     p.add_argument("--tile", type=int, default=None, help="tile size in px (default 518)")
     p.add_argument("--overlap", type=int, default=None, help="tile overlap in px (default 96)")
@@ -54,12 +81,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--smooth-iterations", type=int, default=None)
 
 
-def run(args: argparse.Namespace) -> int:
+def method_config(args: argparse.Namespace, image: Path | None = None
+                  ) -> tuple[Any, list[str], Any]:  # fmt: skip
+    """The resolved :class:`AerialConfig`, the class names and the supports (checked) of the
+    ``map`` / ``eval`` flags; ``image`` is checked before the supports are read."""
     from dinoseg.aerial.build import check_method
     from dinoseg.aerial.categories import DEFAULT_CLASS_NAMES, read_class_names
     from dinoseg.aerial.config import AerialConfig
-    from dinoseg.aerial.pipeline import load_supports, run_aerial
-    from dinoseg.aerial.reader import open_large_image
+    from dinoseg.aerial.pipeline import load_supports
     from dinoseg.config import resolve_cli
     from dinoseg.io import InputError
 
@@ -68,13 +97,28 @@ def run(args: argparse.Namespace) -> int:
         cfg.refine = True
     check_method(cfg.method)
     cfg.check()
-    if args.out.exists() and not args.out.is_dir():
-        raise InputError(f"--out {args.out} exists and is not a directory")
     names = read_class_names(args.classes) if args.classes else list(DEFAULT_CLASS_NAMES)
-    open_large_image(args.image, max_pixels=cfg.max_pixels)  # validate before loading models
+    if image is not None:
+        from dinoseg.aerial.reader import open_large_image
+
+        open_large_image(image, max_pixels=cfg.max_pixels)  # before loading anything
     supports = load_supports(args.support, names) if args.support else None
     if supports is None and cfg.method in ("fewshot", "sam-match"):
         raise InputError(f"--method {cfg.method} needs at least one --support IMG MASK")
+    return cfg, names, supports
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.verb != "map":
+        from dinoseg.cli.aerial_verbs import run_verb
+
+        return run_verb(args)
+    from dinoseg.aerial.pipeline import run_aerial
+    from dinoseg.io import InputError
+
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out} exists and is not a directory")
+    cfg, names, supports = method_config(args, args.image)
 
     def progress(stage: str, done: int, total: int) -> None:
         print(f"\r{stage}: {done}/{total} tiles", end="", file=sys.stderr, flush=True)

@@ -112,9 +112,17 @@ class SegHead(nn.Module):
         Returns:
             (B, M, h, w) float32 logits, M = ``len(spec.classes)``.
         """
+        return self.classify(self.standardize(feats))
+
+    def standardize(self, feats: Sequence[Tensor]) -> Tensor:
+        """The blocks concatenated and standardised: (B, C_in, h, w) float32 (what
+        :meth:`classify` reads; features that do not change can be standardised once)."""
         x = torch.cat([f.float() for f in feats], dim=1)
-        x = (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
-        return self.out(self.body(x))
+        return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+
+    def classify(self, x: Tensor) -> Tensor:
+        """(B, C_in, h, w) standardised input -> (B, M, h, w) logits."""
+        return self.out(self.body(x.float()))
 
 
 def build_head(spec: HeadSpec, *, seed: int = 0) -> SegHead:

@@ -67,7 +67,7 @@ class FewShotMethod(AerialMethod):
         s = self.supports
         geoms = self.encoder.support_geometries(s.images)
         pix = torch.stack([image_to_tensor(i, g) for i, g in zip(s.images, geoms, strict=True)])
-        feats = [f[None] for f in self.encoder.backbone(pix)]
+        feats = [f[None] for f in self.encoder.features(pix)]
         masks = []
         for c in range(len(s.class_names)):
             per_shot = [mask_to_tensor(lab == c, g) for lab, g in zip(s.labels, geoms, strict=True)]

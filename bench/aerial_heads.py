@@ -1,0 +1,156 @@
+"""Supervised aerial heads vs the other methods on the same Dubai val tiles (README table).
+
+Every number comes from ``dinoseg aerial train`` / ``dinoseg aerial eval`` run as subprocesses
+(``OMP_NUM_THREADS`` = ``--threads``), on the val images of bench/aerial_compare.py (parts
+001/005/009 of val tiles 4, 5 and 6; ``--images all``: the 27) with its supports (train tiles
+showing every class, seeded). Training CPU and wall time come from the child's resource usage.
+
+    python bench/aerial_heads.py train                # the head variants -> runs/aerial_heads/
+    python bench/aerial_heads.py eval [--refine]      # their reports
+    python bench/aerial_heads.py baselines            # few-shot / k-means / SAM masks, same tiles
+    python bench/aerial_heads.py curve                # mIoU vs labelled tiles: head vs few-shot
+    python bench/aerial_heads.py table                # the README tables from the reports
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aerial_compare import DATA, SUBSET, pick_supports
+
+OUT = Path("runs/aerial_heads")
+AUG = "crop,rotate,jitter,blur"
+VARIANTS: dict[str, dict[str, Any]] = {  # name -> AerialTrainConfig overrides
+    "linear": {"strategy": "frozen", "kind": "linear"},
+    "linear+aug": {"strategy": "frozen", "kind": "linear", "augment": AUG},
+    "cnn": {"strategy": "frozen", "kind": "conv", "hidden": 64},
+    "cnn+aug": {"strategy": "frozen", "kind": "conv", "hidden": 64, "augment": AUG},
+    # tuned blocks 9-10: a step costs their forward and backward, hence 4 views a step
+    "finetune": {"strategy": "finetune", "kind": "linear", "batch_size": 4},
+    "finetune+aug": {"strategy": "finetune", "kind": "linear", "batch_size": 4, "augment": AUG},
+    "progressive": {"strategy": "progressive", "kind": "linear", "batch_size": 4},
+    "progressive+aug": {"strategy": "progressive", "kind": "linear", "batch_size": 4,
+                        "augment": AUG},
+}
+BASELINES: dict[str, tuple[list[str], int]] = {  # name -> (eval flags, supports)
+    "fewshot-1": (["--method", "fewshot"], 1),
+    "fewshot-5": (["--method", "fewshot"], 5),
+    "kmeans-5": (["--method", "kmeans"], 5),
+    "sam-match-5": (["--method", "sam-match"], 5),
+    "fewshot-5+refine": (["--method", "fewshot", "--refine"], 5),
+}
+CURVE = (1, 3, 9, 27)
+
+
+def _run(cmd: list[str], threads: int) -> dict[str, float]:
+    """Run a child process; its wall and CPU seconds (fails loudly with its last line)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd[:6])}...: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu}
+
+
+def train(name: str, overrides: dict[str, Any], args: argparse.Namespace,
+          images: list[str] | None = None) -> Path:  # fmt: skip
+    out = args.out / "heads" / name
+    if (out / "config.json").is_file() and not args.force:
+        return out
+    pairs = {**overrides, "threads": args.threads, "feature_cache": str(args.out / "cache"),
+             "data": f"{args.data}:train"}  # fmt: skip
+    if images:
+        pairs["images"] = ",".join(images)
+    cmd = [sys.executable, "-m", "dinoseg", "aerial", "train", "--out", str(out),
+           *[f"{k}={v}" for k, v in pairs.items()]]
+    took = _run(cmd, args.threads)
+    (out / "bench_time.json").write_text(json.dumps(took))
+    print(f"trained {name}: {took['wall_s']:.0f} s wall, {took['cpu_s']:.0f} s CPU", flush=True)
+    return out
+
+
+def evaluate(name: str, flags: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    report = args.out / "reports" / f"{name}.json"
+    if report.is_file() and not args.force:
+        return dict(json.loads(report.read_text()))
+    only = [] if args.images == "all" else ["--only", *SUBSET]
+    cmd = [sys.executable, "-m", "dinoseg", "aerial", "eval", "--data", str(args.data),
+           "--split", "val", *only, "--out", str(report), *flags]
+    _run(cmd, args.threads)
+    r = dict(json.loads(report.read_text()))
+    print(f"{name}: mIoU {r['miou']:.1f}, {r['cpu_s_per_mp']:.1f} CPU s/MP", flush=True)
+    return r
+
+
+def supports(n: int, root: Path) -> list[str]:
+    """The first ``n`` train tiles in the supports' order (then the others, seeded)."""
+    order = pick_supports(root, 27)
+    rest = sorted(p.stem for p in (root / "train" / "masks").glob("*.png") if p.stem not in order)
+    return (order + rest)[:n]
+
+
+def support_flags(stems: list[str], root: Path) -> list[str]:
+    t = root / "train"
+    return [x for s in stems for x in ("--support", str(t / "images" / f"{s}.jpg"),
+                                       str(t / "masks" / f"{s}.png"))]
+
+
+def head_flags(name: str, args: argparse.Namespace) -> list[str]:
+    flags = ["--method", "head", "--model", str(args.out / "heads" / name)]
+    if VARIANTS.get(name, {}).get("strategy", "frozen") == "frozen":  # curve heads: frozen
+        flags.append(f"feature_cache={args.out / 'val_cache'}")  # frozen: same tile features
+    return flags
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("what", choices=("train", "eval", "baselines", "curve", "table"))
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--refine", action="store_true", help="eval: + SAM refinement")
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--images", choices=("subset", "all"), default="subset")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--force", action="store_true", help="redo what exists")
+    ap.add_argument("--curve-variant", default="linear", choices=list(VARIANTS),
+                    help="the head of the learning curve (a frozen one)")
+    args = ap.parse_args()
+    suffix = "" if args.images == "subset" else "@all"
+    if args.what == "train":
+        for name in args.variants:
+            train(name, VARIANTS[name], args)
+    elif args.what == "eval":
+        for name in args.variants:
+            flags = head_flags(name, args) + (["--refine"] if args.refine else [])
+            evaluate(name + ("+refine" if args.refine else "") + suffix, flags, args)
+    elif args.what == "baselines":
+        for name, (flags, n) in BASELINES.items():
+            evaluate(name + suffix, flags + support_flags(supports(n, args.data), args.data),
+                     args)  # fmt: skip
+    elif args.what == "curve":
+        for n in CURVE:
+            stems = supports(n, args.data)
+            train(f"n{n}", VARIANTS[args.curve_variant], args, stems)
+            evaluate(f"curve-head-{n}{suffix}", head_flags(f"n{n}", args), args)
+            evaluate(f"curve-fewshot-{n}{suffix}",
+                     ["--method", "fewshot", *support_flags(stems, args.data)], args)
+    else:
+        from aerial_heads_table import print_tables
+
+        print_tables(args.out, suffix)
+
+
+if __name__ == "__main__":
+    main()

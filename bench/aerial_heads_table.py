@@ -1,0 +1,74 @@
+"""The README tables of bench/aerial_heads.py, from its reports (``python bench/aerial_heads.py
+table``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CLASSES = ("land", "water", "building", "vegetation", "road")
+ROWS = (  # report name -> row label
+    ("fewshot-1", "few-shot, 1 support tile"),
+    ("fewshot-5", "few-shot, 5 support tiles"),
+    ("kmeans-5", "DINOv2 + k-means, named by 5 supports"),
+    ("sam-match-5", "DINOv2 + SAM masks (LiteMedSAM), 5 supports"),
+    ("fewshot-5+refine", "few-shot 5 + SAM refinement"),
+    ("linear", "head-frozen, linear"),
+    ("linear+aug", "head-frozen, linear + aug"),
+    ("cnn", "head-frozen, small CNN (3x3 conv)"),
+    ("cnn+aug", "head-frozen, small CNN + aug"),
+    ("finetune", "head-finetune (blocks 9-10), linear"),
+    ("finetune+aug", "head-finetune, linear + aug"),
+    ("progressive", "head-progressive (10, then 9), linear"),
+    ("progressive+aug", "head-progressive, linear + aug"),
+)
+
+
+def _f(v: Any, digits: int = 1) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _train_time(out: Path, name: str) -> str:
+    base = name.split("+refine")[0].split("@")[0]
+    f = out / "heads" / base / "bench_time.json"
+    if not f.is_file():
+        return ""
+    t = json.loads(f.read_text())
+    return f"{t['wall_s'] / 60:.1f} / {t['cpu_s'] / 60:.1f}"
+
+
+def row(label: str, r: dict[str, Any], train: str = "") -> str:
+    pc = r["per_class"]
+    ious = " | ".join(_f(pc[c]["iou"]) for c in CLASSES)
+    safety = r["safety"]
+    return (f"| {label} | {ious} | **{_f(r['miou'])}** | {_f(r['boundary_f1'])} | "
+            f"{_f(r['pixel_accuracy'])} | {_f(safety['fnr'].get('road'))} | "
+            f"{_f(safety['hazard_fpr'].get('water'))} | {_f(r['cpu_s_per_mp'])} | "
+            f"{_f(r['peak_rss_mb'], 0)} | {train} |")
+
+
+def print_tables(out: Path, suffix: str = "") -> None:
+    reports = out / "reports"
+    print("| method | land | water | building | vegetation | road | mIoU | boundary F1 | "
+          "pixel acc. | road FNR | water FPR | CPU s/MP | peak RSS MB | train min wall / CPU |")
+    print("|" + "---|" * 14)
+    for name, label in ROWS:
+        for extra, tag in (("", ""), ("+refine", " + SAM refinement")):
+            if name.endswith("+refine") and extra:
+                continue
+            f = reports / f"{name}{extra}{suffix}.json"
+            if f.is_file():
+                r = json.loads(f.read_text())
+                print(row(label + tag, r, _train_time(out, name)))
+    print()
+    print("| labelled tiles | head-frozen mIoU | few-shot mIoU (same tiles as supports) | "
+          "head road FNR | few-shot road FNR |")
+    print("|---|---|---|---|---|")
+    for n in (1, 3, 9, 27):
+        h, s = reports / f"curve-head-{n}{suffix}.json", reports / f"curve-fewshot-{n}{suffix}.json"
+        if h.is_file() and s.is_file():
+            rh, rs = json.loads(h.read_text()), json.loads(s.read_text())
+            print(f"| {n} | {_f(rh['miou'])} | {_f(rs['miou'])} | "
+                  f"{_f(rh['safety']['fnr'].get('road'))} | "
+                  f"{_f(rs['safety']['fnr'].get('road'))} |")

@@ -1,0 +1,79 @@
+"""What the aerial pipeline's stages share (``aerial/dvc.yaml``, run with ``dvc repro
+aerial/dvc.yaml``): paths, ``aerial/params.yaml`` sections, the run id, the stage configs.
+
+The aerial head has its own pipeline file so that the segmenter's ``dvc repro`` never waits on
+it, and its own registered model (:data:`MODEL_NAME`). Stage commands run in the project root
+(``wdir: ..``); every path here is relative to it and written the same in ``aerial/dvc.yaml``
+(tests/mlops/test_mlops_aerial.py keeps them in step).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlops.pipeline import RUN_ENV, _tree_digest
+
+AERIAL_DVC = Path("aerial/dvc.yaml")
+AERIAL_PARAMS = Path("aerial/params.yaml")
+LABELS = Path("data/aerial_labels")  # annotators' aerial tile labels (dataset folder format)
+HEAD = Path("pipeline/aerial/head")  # aerial_train: the head checkpoint directory
+EVAL = Path("pipeline/aerial/eval")  # aerial_evaluate: report.json (+ baseline.json)
+METRICS = Path("metrics")
+MODEL_NAME = "dinoseg-aerial-head"
+
+
+def section(name: str, path: Path = AERIAL_PARAMS) -> dict[str, Any]:
+    """Section ``name`` of ``aerial/params.yaml`` (``{}`` when absent)."""
+    from dinoseg.config import load_params
+
+    return dict(load_params(path, name)) if path.is_file() else {}
+
+
+def aerial_run_id() -> str:
+    """``$DINOSEG_PIPELINE_RUN`` when set, else ``aerial-`` + a digest of what the aerial
+    pipeline reads (its dvc.yaml and params, the annotators' aerial labels): one id for the
+    stages of one ``dvc repro aerial/dvc.yaml``, apart from the segmenter's runs."""
+    given = os.environ.get(RUN_ENV)
+    if given:
+        return given
+    digest = hashlib.sha256()
+    for f in (AERIAL_DVC, AERIAL_PARAMS):
+        digest.update(f.read_bytes() if f.is_file() else b"<absent>")
+    _tree_digest(LABELS, digest, content=True)
+    return "aerial-" + digest.hexdigest()[:12]
+
+
+def use_run_id() -> None:
+    """Name this process's MLflow runs by :func:`aerial_run_id`."""
+    os.environ[RUN_ENV] = aerial_run_id()
+
+
+@dataclass
+class AerialEvalConfig:
+    """``aerial/params.yaml`` section ``aerial_evaluate``: the fixed tiles the gate reads."""
+
+    data: str = "../shared/data/dubai"
+    split: str = "val"
+    only: tuple[str, ...] = ("part_001", "part_005", "part_009")  # "" = every image
+    # first model: it must beat the few-shot prototype with this many train tiles as supports
+    baseline_shots: int = 5
+    tile: int = 518
+    overlap: int = 96
+    threads: int = 2
+
+    def eval_sha(self) -> str:
+        """What makes two evaluations comparable (the gate compares only those)."""
+        text = f"{self.data}|{self.split}|{sorted(self.only)}|{self.tile}|{self.overlap}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class AerialRegisterConfig:
+    """``aerial/params.yaml`` section ``aerial_register``."""
+
+    model_name: str = MODEL_NAME
+    tolerance: float = 1.0  # mIoU points a challenger may fall below the champion and still win

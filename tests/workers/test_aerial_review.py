@@ -1,0 +1,100 @@
+"""The aerial review loop against the suite's real Label Studio: a head's uncertain tiles become
+tasks of their own project (the map's classes, one region per class), annotations come back as
+a Dubai-layout labels folder that ``dinoseg aerial train`` reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dinoseg.aerial.trainset import read_labelled
+from serving.aerial import review_tiles
+from tests.workers.conftest import LabelStudioServer, Project
+from workers.labelstudio import client as ls
+from workers.labelstudio.aerial import AerialReviewConfig, queue_tiles, sync_tiles, tile_task
+from workers.labelstudio.convert import mask_to_result, result_to_mask
+
+NAMES = ["land", "water", "building", "vegetation", "road"]
+
+
+class _Scored:
+    """What the aerial job knows of a head method: its classes and tile confidences."""
+
+    class_names = NAMES
+
+    def __init__(self, boxes: list[tuple[tuple[int, int, int, int], float]]):
+        self.tile_confidence = boxes
+
+
+def _job_output(project: Project, tmp: Path) -> list[dict]:
+    """A photo, its class map (as the aerial job writes it) and its review tiles."""
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    labels = np.zeros((64, 96), np.uint8)
+    labels[:, 48:] = 1
+    labels[20:40, 10:30] = 2
+    project.uploads.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(photo).save(project.uploads / "photo.png")
+    tmp.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(labels).save(tmp / "classes.png")
+    method = _Scored([((0, 0, 64, 64), 0.61), ((0, 32, 64, 96), 0.55)])
+    return review_tiles(project.uploads / "photo.png", tmp, method, "models:/aerial-test/1")
+
+
+@pytest.fixture
+def config(stack_env: Project, labelstudio: LabelStudioServer) -> AerialReviewConfig:
+    return AerialReviewConfig(labels_dir=str(stack_env.root / "data" / "aerial_labels"),
+                              project_title="dinoseg aerial review (test)")
+
+
+def test_uncertain_tiles_become_tasks_once(config, stack_env, labelstudio, tmp_path):
+    tiles = _job_output(stack_env, tmp_path)
+    assert [t["confidence"] for t in tiles] == [0.55, 0.61]  # least confident first
+    sent = queue_tiles(tiles, config)
+    assert [s["status"] for s in sent] == ["queued", "queued"]
+    assert [s["status"] for s in queue_tiles(tiles, config)] == ["duplicate", "duplicate"]
+    client = labelstudio.client()
+    project = client.projects.get(ls.find_project(client, config.project_title))
+    assert all(f'value="{n}"' in project.label_config for n in NAMES)
+    (pred,) = client.predictions.list(task=sent[0]["task_id"])
+    assert pred.score == pytest.approx(0.55) and pred.model_version == "models:/aerial-test/1"
+    regions = dict(reversed(result_to_mask(r)) for r in pred.result)
+    assert set(regions) == {"land", "water"}  # the classes the tile (x 32-96) shows
+    tile_labels = np.asarray(Image.open(tiles[0]["labels"]))
+    np.testing.assert_array_equal(regions["water"], tile_labels == 1)
+
+
+def test_annotated_tiles_become_training_labels(config, stack_env, labelstudio, tmp_path):
+    tiles = _job_output(stack_env, tmp_path)
+    task_id = queue_tiles(tiles[:1], config)[0]["task_id"]
+    drawn = np.full((64, 64), 255, np.uint8)
+    drawn[:32] = 0
+    drawn[32:, :40] = 4  # the annotator: top is land, bottom left is road, the rest unsure
+    results = [mask_to_result(drawn == 0, "land"), mask_to_result(drawn == 4, "road")]
+    labelstudio.client().annotations.create(id=task_id, result=results)
+    report = sync_tiles(config)
+    assert report["labels"] >= 1, report["skipped"]
+    root = Path(config.labels_dir)
+    stem = Path(tiles[0]["image"]).stem[:16]
+    np.testing.assert_array_equal(np.asarray(Image.open(root / "train/masks" / f"{stem}.png")),
+                                  drawn)  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(Image.open(root / "train/images" / f"{stem}.png")),
+                                  np.asarray(Image.open(tiles[0]["image"])))  # fmt: skip
+    assert json.loads((root / "classes.json").read_text())["classes"]["4"] == "road"
+    names, images = read_labelled([(str(root), "train")])  # what the aerial pipeline reads
+    assert names == NAMES and any(im.source.endswith(stem) for im in images)
+
+
+def test_a_task_naming_a_file_outside_the_uploads_is_refused(config, stack_env, tmp_path):
+    from workers.labelstudio.aerial import write_tile_label
+
+    tiles = _job_output(stack_env, tmp_path)
+    task = tile_task(tiles[0])
+    task["data"]["dinoseg_query"] = str(tmp_path / "classes.png")
+    with pytest.raises(Exception, match="not in the uploads folder"):
+        write_tile_label(tmp_path / "labels", {"id": 1, **task}, [])
+    assert not (tmp_path / "labels").exists()

@@ -1,0 +1,155 @@
+"""The aerial review loop: a head's least confident map tiles -> their own Label Studio project
+-> ``data/aerial_labels`` (the aerial pipeline's training labels, ``dvc repro aerial/dvc.yaml``).
+
+Apart from the segment review on purpose: its own project (``aerial_review.project_title`` of
+``aerial/params.yaml``) whose brush labels are the map's classes, one task per uncertain tile
+(``serving.aerial`` lists them in the job's reply: the tile and its class-index map in the
+uploads folder), pre-annotated with one brush region per class, ``score`` = the tile's
+confidence (uncertainty sampling: least confident first). Idempotency key: the tile's content
+hash + the head's model spec. Delivered directly (no outbox: a tile not sent while Label Studio
+is down is offered again by the next map of the area).
+
+:func:`sync_tiles` writes every annotated tile as a Dubai-layout pair:
+``labels_dir/train/images/<sha16>.png``, ``labels_dir/train/masks/<sha16>.png`` (class indices of
+the map's classes, 255 where no region covers) and ``labels_dir/classes.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from dinoseg import runtime
+from dinoseg.io import InputError, load_label_map
+from workers.labelstudio import client as ls
+from workers.labelstudio.convert import annotation_to_label_map, mask_to_result
+
+PARAMS = Path("aerial/params.yaml")
+UNLABELLED = 255
+
+
+@dataclass
+class AerialReviewConfig:
+    """``aerial/params.yaml`` section ``aerial_review``."""
+
+    labels_dir: str = "data/aerial_labels"
+    project_title: str = "dinoseg aerial review"
+
+    @classmethod
+    def load(cls, params: Path = PARAMS) -> AerialReviewConfig:
+        from dinoseg.config import load_params, resolve
+
+        return resolve(cls, load_params(params, "aerial_review") if params.is_file() else {})
+
+
+def tile_key(tile: dict[str, Any]) -> str:
+    return f"aerial:{str(tile['image_sha256'])[:32]}:{tile['model']}"
+
+
+def tile_task(tile: dict[str, Any]) -> dict[str, Any]:
+    """The Label Studio task of one review tile (``serving.aerial.review_tiles``)."""
+    labels = load_label_map(tile["labels"])
+    names = list(tile["classes"])
+    regions = [mask_to_result(labels == k, name) for k, name in enumerate(names)
+               if (labels == k).any()]  # fmt: skip
+    data = {"image": ls.image_url(tile["image"]), "class_name": "every class of the map",
+            "context": f"confidence {tile['confidence']:.2f} · model {tile['model']}",
+            ls.KEY_FIELD: tile_key(tile), "dinoseg_query": tile["image"],
+            "dinoseg_classes": names}  # fmt: skip
+    prediction = {"model_version": str(tile["model"]), "score": float(tile["confidence"]),
+                  "result": regions}
+    return {"data": data, "predictions": [prediction]}
+
+
+def queue_tiles(tiles: Sequence[dict[str, Any]], cfg: AerialReviewConfig,
+                connect: Callable[[], Any] = ls.connect) -> list[dict[str, Any]]:  # fmt: skip
+    """Send review tiles to the aerial project: ``[{"key", "status", "task_id"}]`` with status
+    ``queued`` or ``duplicate``; :class:`~workers.labelstudio.client.Unavailable` when down."""
+    if not tiles:
+        return []
+    client = connect()
+    project = ls.ensure_project(client, cfg.project_title, list(tiles[0]["classes"]))
+    out = []
+    for tile in tiles:
+        key = tile_key(tile)
+        task_id, status = ls.task_by_key(client, project, key), "duplicate"
+        if task_id is None:
+            task_id, status = ls.create_task(client, project, tile_task(tile)), "queued"
+        out.append({"key": key, "status": status, "task_id": task_id})
+    return out
+
+
+def _write_atomic(write: Callable[[Path], object], dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, dst)
+
+
+def _classes_json(root: Path, names: list[str]) -> None:
+    """Write ``classes.json`` once; a folder naming other classes is refused."""
+    path = root / "classes.json"
+    data = {"classes": {str(i): n for i, n in enumerate(names)}, "ignore_index": UNLABELLED}
+    if path.is_file():
+        if json.loads(path.read_text()).get("classes") != data["classes"]:
+            raise InputError(f"{path} names other classes than the review project's {names}")
+        return
+    _write_atomic(lambda p: p.write_text(json.dumps(data, indent=1)), path)
+
+
+def write_tile_label(root: Path, task: dict[str, Any], results: list[dict[str, Any]]) -> str:
+    """One annotated tile into ``root`` (see the module docstring); returns its stem."""
+    data = task["data"]
+    uploads = runtime.uploads_dir().resolve()
+    image = Path(str(data.get("dinoseg_query") or "")).resolve()
+    if not image.is_relative_to(uploads) or not image.is_file():
+        raise InputError(f"task {task.get('id')}: its tile is not in the uploads folder")
+    names = [str(n) for n in data.get("dinoseg_classes") or []]
+    if len(names) < 2:
+        raise InputError(f"task {task.get('id')}: no map classes in its data")
+    shape = Image.open(image).size[::-1]
+    labels, _ = annotation_to_label_map(results, {n: i for i, n in enumerate(names)}, shape,
+                                        UNLABELLED)  # fmt: skip
+    if not (labels != UNLABELLED).any():
+        raise InputError(f"task {task.get('id')}: no pixel labelled with a class")
+    for sub in ("train/images", "train/masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    _classes_json(root, names)
+    stem = image.stem[:16]
+    _write_atomic(lambda p: shutil.copyfile(image, p), root / "train/images" / f"{stem}.png")
+    _write_atomic(lambda p: Image.fromarray(labels.astype(np.uint8)).save(p, format="PNG"),
+                  root / "train/masks" / f"{stem}.png")  # fmt: skip
+    return stem
+
+
+def sync_tiles(cfg: AerialReviewConfig, connect: Callable[[], Any] = ls.connect
+               ) -> dict[str, Any]:  # fmt: skip
+    """Every annotated task of the aerial project into ``labels_dir`` (the latest submitted
+    annotation wins); ``{"labels", "skipped"}``."""
+    client = connect()
+    project = ls.find_project(client, cfg.project_title)
+    if project is None:
+        return {"labels": 0, "skipped": []}
+    tasks = ls.call(lambda: list(client.tasks.list(project=project, only_annotated=True,
+                                                   fields="all")))  # fmt: skip
+    written, skipped = 0, []
+    for t in tasks:
+        task = t.dict() if hasattr(t, "dict") else dict(t)
+        done = [a if isinstance(a, dict) else a.dict() for a in task.get("annotations") or []]
+        done = [a for a in done if not a.get("was_cancelled") and a.get("result")]
+        if not done:
+            continue
+        latest = max(done, key=lambda a: (a.get("updated_at") or "", a["id"]))
+        try:
+            write_tile_label(Path(cfg.labels_dir), task, latest["result"])
+            written += 1
+        except InputError as e:
+            skipped.append(str(e))
+    return {"labels": written, "skipped": skipped}
