@@ -38,7 +38,7 @@ def add_train(verbs: argparse._SubParsersAction) -> None:
 
 
 def add_eval(verbs: argparse._SubParsersAction) -> None:
-    from dinoseg.cli.aerial import add_method_args
+    from dinoseg.cli.aerial_method import add_method_args
 
     e = verbs.add_parser(
         "eval", help="score a method on a labelled folder (IoU, boundary F1, safety, s/MP)",
@@ -86,7 +86,7 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from dinoseg.aerial.build import build_method
     from dinoseg.aerial.evaluate import evaluate_method, write_report
-    from dinoseg.cli.aerial import method_config
+    from dinoseg.cli.aerial_method import method_config
 
     if args.out.suffix.lower() != ".json":
         raise InputError(f"--out {args.out}: give a report file name ending in .json")
