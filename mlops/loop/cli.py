@@ -37,6 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--memory-only", action="store_true",
                    help="labels reach the support memory only: no retraining (what each half "
                    "of the loop buys)")
+    m = verbs.add_parser("merge", help="reports of separate runs (e.g. one seed each) -> one "
+                         "report.json and learning_curve.png")  # fmt: skip
+    m.add_argument("reports", nargs="+", type=Path, metavar="REPORT_JSON")
+    m.add_argument("--out", required=True, type=Path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +49,15 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from dinoseg.io import InputError
+
+    if args.verb == "merge":
+        from mlops.loop.report import merge_reports, plot_curve, summarise, write_report
+
+        report = merge_reports(list(args.reports))
+        write_report(args.out, report)
+        plot_curve(args.out, report)
+        print(json.dumps(summarise(report["strategies"]), indent=1))
+        return 0
     from mlops.loop.simulate import Settings, run_all
 
     if args.rounds < 1 or args.budget < 1:

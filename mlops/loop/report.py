@@ -42,6 +42,38 @@ def summarise(strategies: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
+def merge_reports(paths: list[Path]) -> dict[str, Any]:
+    """Reports of runs made separately (e.g. one seed each, in parallel) -> one report: the
+    rows of every strategy, the settings' seeds joined. The runs must share classes, pool,
+    test split and mode (an ``InputError`` says which differs)."""
+    from dinoseg.io import InputError
+
+    if not paths:
+        raise InputError("loop merge needs at least one report.json")
+    reports = []
+    for path in paths:
+        try:
+            reports.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as e:
+            raise InputError(f"{path}: not a readable loop report ({e})") from e
+    first = reports[0]
+    for path, rep in zip(paths[1:], reports[1:], strict=True):
+        for key in ("classes", "pool", "test", "mode"):
+            if rep.get(key) != first.get(key):
+                raise InputError(f"{path}: {key} {rep.get(key)!r} differs from "
+                                 f"{paths[0]}'s {first.get(key)!r}")  # fmt: skip
+    merged = {k: v for k, v in first.items() if k not in ("strategies", "summary")}
+    merged["strategies"] = defaultdict(list)
+    seeds: set[int] = set()
+    for rep in reports:
+        for name, rows in rep["strategies"].items():
+            merged["strategies"][name] += rows
+            seeds |= {int(r.get("seed", 0)) for r in rows}
+    merged["strategies"] = dict(merged["strategies"])
+    merged["settings"] = {**first.get("settings", {}), "seeds": sorted(seeds)}
+    return merged
+
+
 def write_report(out: Path, report: dict[str, Any]) -> Path:
     """Write ``out/report.json`` (atomically) with its summary; returns the path."""
     out.mkdir(parents=True, exist_ok=True)

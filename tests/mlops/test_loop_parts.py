@@ -13,7 +13,7 @@ from PIL import Image
 
 from dinoseg.io import InputError
 from mlops.loop.oracle import Oracle
-from mlops.loop.report import plot_curve, summarise, write_report
+from mlops.loop.report import merge_reports, plot_curve, summarise, write_report
 from mlops.loop.rounds import Learned, run_rounds
 from mlops.loop.scenario import Scenario, derive_base
 from mlops.loop.strategies import Candidate, pick
@@ -138,3 +138,19 @@ def test_the_report_averages_seeds_and_draws_the_curve(tmp_path: Path) -> None:
     assert written["summary"]["random"]["miou_mean"] == [31.0, 43.0]
     png = plot_curve(tmp_path, report)
     assert png.stat().st_size > 1000
+
+
+def test_reports_of_separate_runs_merge(tmp_path: Path) -> None:
+    def one(seed: int, miou: float, test: str = "t") -> Path:
+        rows = [{"round": 0, "labels": 0, "miou": miou, "seed": seed, "class_iou": {}}]
+        report = {"classes": ["sky"], "test": test, "pool": "p", "mode": "in-process",
+                  "settings": {"seeds": [seed]}, "strategies": {"random": rows}}  # fmt: skip
+        return write_report(tmp_path / f"s{seed}{test}", report)
+
+    merged = merge_reports([one(0, 30.0), one(1, 34.0)])
+    assert merged["settings"]["seeds"] == [0, 1]
+    assert summarise(merged["strategies"])["random"]["miou_mean"] == [32.0]
+    with pytest.raises(InputError, match="test 'other' differs"):
+        merge_reports([one(0, 30.0), one(2, 30.0, test="other")])
+    with pytest.raises(InputError, match="not a readable loop report"):
+        merge_reports([tmp_path / "missing.json"])
