@@ -2,7 +2,8 @@
 
 Reads ``params.yaml`` ``register``, ``pipeline/model/`` (+ ``pipeline/head/``, registered as
 the model's ``head/``), ``pipeline/eval/`` and ``metrics/eval.json``. Every new model becomes a
-version of the registered model (default ``dinoseg-segmenter``) with the alias ``challenger``;
+version of the registered model (default ``dinoseg-segmenter``), an MLflow ``python_function``
+model (:mod:`mlops.pyfunc`), with the alias ``challenger``;
 :mod:`mlops.gate` decides whether it also takes ``champion``, on the served figure (the served
 system on the held-back labelled images) when measured, else on the benchmark episodes, and
 with the generality guard. The champion's figures come from its version tags when it was
@@ -37,9 +38,12 @@ class RegisterConfig:
 
 
 def new_version(client: Any, name: str, run: Any, tags: dict[str, Any]) -> Any:
-    """Register ``run``'s ``model`` artifact as a new version (the model created if needed)
-    and point ``challenger`` at it."""
+    """Register ``run``'s ``model`` artifact as a new version (the model created if needed),
+    make it an MLflow ``python_function`` model (:mod:`mlops.pyfunc`: its ``MLmodel`` beside
+    the checkpoint) and point ``challenger`` at it."""
     from mlflow.exceptions import MlflowException
+
+    from mlops.pyfunc import log_pyfunc
 
     try:
         client.create_registered_model(name, description="dinoseg few-shot segmenter")
@@ -49,6 +53,7 @@ def new_version(client: Any, name: str, run: Any, tags: dict[str, Any]) -> Any:
     card = (MODEL / "MODEL_CARD.md").read_text() if (MODEL / "MODEL_CARD.md").is_file() else ""
     mv = client.create_model_version(name, run.artifact_uri("model"), run_id=run.run_id,
                                      tags={k: str(v) for k, v in tags.items()}, description=card)
+    log_pyfunc(run, f"models:/{name}/{mv.version}")
     client.set_registered_model_alias(name, registry.CHALLENGER, mv.version)
     return mv
 
