@@ -102,23 +102,39 @@ def test_champion_measured_on_other_episodes_is_evaluated_again(monkeypatch, tmp
     from types import SimpleNamespace
 
     import mlops.evaluate
+    import mlops.served_eval
     from mlops import register
 
     monkeypatch.chdir(tmp_path)  # section("evaluate") reads ./params.yaml
     (tmp_path / "params.yaml").write_text("evaluate: {examples: 2}\n")
-    champion = SimpleNamespace(version="4", tags={"episode_list_sha": "aaa", "val_miou": "42.5"})
-    assert register.champion_miou(None, champion, "aaa") == (42.5, "registry tag (same episodes)")
+    gate_info = {"served_list_sha": "s1", "guard_list_sha": "g1", "memory_version": "m1"}
+    tags = {"episode_list_sha": "aaa", "val_miou": "42.5", "served_miou": "50.0",
+            "guard_miou": "30.0", **gate_info}  # fmt: skip
+    champion = SimpleNamespace(version="4", tags=tags)
+    figures, source = register.champion_figures(None, champion, "aaa", gate_info)
+    assert figures == {"miou": 42.5, "served_miou": 50.0, "guard_miou": 30.0}
+    assert source == "registry tags (same episodes and memory)"
 
     calls = []
     monkeypatch.setattr(registry, "download", lambda client, mv: tmp_path / f"v{mv.version}")
     monkeypatch.setattr(mlops.evaluate, "predictors",
                         lambda ckpt, cfg: {"model": f"predictor of {ckpt.name}"})
+    monkeypatch.setattr(mlops.evaluate, "feature_cache", lambda cfg: None)
 
     def run_episodes(models, cfg):
         calls.append((models, cfg.examples))
         return SimpleNamespace(report={"models": {"model": {"metrics": {"miou": 33.0}}}})
 
+    def served_figures(bundle, head, memory, size, cache, out):
+        calls.append(("served", bundle.name, head.name))
+        return {"served_miou": 44.0, "guard_miou": 28.0}
+
     monkeypatch.setattr(mlops.evaluate, "run_episodes", run_episodes)
-    miou, source = register.champion_miou(None, champion, "bbb")
-    assert (miou, source) == (33.0, "evaluated again on this run's episodes")
-    assert calls == [({"model": "predictor of v4"}, 0)]
+    monkeypatch.setattr(mlops.served_eval, "figures", served_figures)
+    for other in ({**gate_info, "memory_version": "m2"}, gate_info):  # new memory; new episodes
+        sha = "aaa" if other is not gate_info else "bbb"
+        calls.clear()
+        figures, source = register.champion_figures(None, champion, sha, other)
+        assert figures == {"miou": 33.0, "served_miou": 44.0, "guard_miou": 28.0}
+        assert source == "evaluated again on this run's episodes"
+        assert calls == [({"model": "predictor of v4"}, 0), ("served", "v4", "head")]
