@@ -58,6 +58,24 @@ def mask_to_tensor(mask: np.ndarray, geom: Geometry) -> Tensor:
     return F.pad(m, (0, pw - rw, 0, ph - rh))[0, 0].clamp(0.0, 1.0)
 
 
+def logits_at_image_size(logits: Tensor, geom: Geometry) -> Tensor:
+    """Logits on (a multiple of) the padded grid -> logits at the original size.
+
+    Args:
+        logits: (C, h_out, w_out) covering the padded input.
+
+    Returns:
+        (1, C, H, W) float32 (padding cut, resized back).
+    """
+    ph, pw = geom.padded
+    rh, rw = geom.resized
+    x = F.interpolate(logits[None].float(), size=(ph, pw), mode="bilinear", align_corners=False)
+    x = x[:, :, :rh, :rw]
+    if (rh, rw) != geom.orig:
+        x = F.interpolate(x, size=geom.orig, mode="bilinear", align_corners=False)
+    return x
+
+
 def logits_to_image(logits: Tensor, geom: Geometry) -> Tensor:
     """Foreground logits on (a multiple of) the padded grid -> probability at the original size.
 
@@ -67,10 +85,4 @@ def logits_to_image(logits: Tensor, geom: Geometry) -> Tensor:
     Returns:
         (H, W) float32 probabilities.
     """
-    ph, pw = geom.padded
-    rh, rw = geom.resized
-    x = F.interpolate(logits[None].float(), size=(ph, pw), mode="bilinear", align_corners=False)
-    x = x[:, :, :rh, :rw]
-    if (rh, rw) != geom.orig:
-        x = F.interpolate(x, size=geom.orig, mode="bilinear", align_corners=False)
-    return torch.sigmoid(x)[0, 0]
+    return torch.sigmoid(logits_at_image_size(logits, geom))[0, 0]

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dinoseg.backbone import DinoBackbone
@@ -27,7 +26,7 @@ from dinoseg.heads.features import BlockFeatures
 from dinoseg.heads.model import SegHead
 from dinoseg.io import InputError
 from dinoseg.predictor import Prediction
-from dinoseg.preprocess import Geometry
+from dinoseg.preprocess import Geometry, logits_at_image_size
 
 #: Labelled images of a class from which the head serves it (measured: bench/learners.py).
 SWITCH_LABELS = 10
@@ -49,13 +48,7 @@ def logits_to_probs(logits: Tensor, geom: Geometry) -> Tensor:
     Returns:
         (M, H, W) float32.
     """
-    ph, pw = geom.padded
-    rh, rw = geom.resized
-    x = F.interpolate(logits[None].float(), size=(ph, pw), mode="bilinear", align_corners=False)
-    x = x[:, :, :rh, :rw]
-    if (rh, rw) != geom.orig:
-        x = F.interpolate(x, size=geom.orig, mode="bilinear", align_corners=False)
-    return x.softmax(1)[0]
+    return logits_at_image_size(logits, geom).softmax(1)[0]
 
 
 def _check_image(image: np.ndarray, what: str) -> None:

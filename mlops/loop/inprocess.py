@@ -20,7 +20,7 @@ from typing import Any
 
 from mlops.loop.oracle import Oracle
 from mlops.loop.project import LOOP_STAGES
-from mlops.loop.requests import CHUNK, Descriptors, Uploads, candidates, test_ious
+from mlops.loop.requests import CHUNK, Descriptors, Uploads, candidates, champion, test_ious
 from mlops.loop.rounds import Learned
 from mlops.loop.scenario import Scenario
 from mlops.loop.strategies import Candidate
@@ -106,14 +106,7 @@ class InProcess:
         return self.champion()
 
     def champion(self) -> str | None:
-        from mlops import registry
-
-        try:
-            mv = registry.find_version(registry.registry_client(), registry.MODEL_NAME,
-                                       registry.CHAMPION)  # fmt: skip
-        except Exception:
-            return None
-        return None if mv is None else str(mv.version)
+        return champion()
 
     def test(self, scen: Scenario) -> tuple[dict[str, float], str | None]:
         return test_ious(scen, self._segment), self.champion()

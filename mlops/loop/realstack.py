@@ -25,7 +25,7 @@ from typing import Any
 
 from dinoseg import runtime
 from mlops.loop.oracle import Oracle
-from mlops.loop.requests import CHUNK, Descriptors, Uploads, candidates, test_ious
+from mlops.loop.requests import CHUNK, Descriptors, Uploads, candidates, champion, test_ious
 from mlops.loop.rounds import Learned
 from mlops.loop.scenario import Scenario
 from mlops.loop.strategies import Candidate
@@ -143,14 +143,7 @@ class RealStack:
         return Learned(int(synced.get("new_labels") or 0), self.champion(), errors)
 
     def champion(self) -> str | None:
-        from mlops import registry
-
-        try:
-            mv = registry.find_version(registry.registry_client(), registry.MODEL_NAME,
-                                       registry.CHAMPION)  # fmt: skip
-        except Exception:
-            return None
-        return None if mv is None else str(mv.version)
+        return champion()
 
     def test(self, scen: Scenario) -> tuple[dict[str, float], str | None]:
         return test_ious(scen, self._segment), self.champion()

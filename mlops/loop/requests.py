@@ -99,3 +99,15 @@ def test_ious(scen: Scenario, segment: Segment) -> dict[str, float]:
             union += int((pred | truth).sum())
         ious[req.class_name] = 100.0 * inter / union if union else float("nan")
     return ious
+
+
+def champion() -> str | None:
+    """The registry's champion version of the segmenter (None: none yet, or no registry)."""
+    from mlops import registry
+
+    try:
+        mv = registry.find_version(registry.registry_client(), registry.MODEL_NAME,
+                                   registry.CHAMPION)  # fmt: skip
+    except Exception:
+        return None
+    return None if mv is None else str(mv.version)
