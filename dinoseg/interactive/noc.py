@@ -14,7 +14,8 @@ the largest error region's centre, of radius ``min(radius, distance to that regi
 1/2)`` — the annotator shrinks the brush so that a dab never creates a new error, but never
 enlarges it beyond ``radius``. One dab counts as one click (a drag stroke, which lays many
 dabs, counts as many: this model favours brushing in its choice of size and place, and
-disfavours it in counting strokes as dabs).
+disfavours it in counting strokes as dabs). Correcting a pre-annotation with the brush is the
+same loop started from that mask (``brush_trace(..., start=mask)``).
 """
 
 from __future__ import annotations
@@ -97,17 +98,27 @@ def _disk(shape: tuple[int, int], click: Click, radius: float) -> np.ndarray:
     return (yy + 0.5 - click.y) ** 2 + (xx + 0.5 - click.x) ** 2 <= radius**2
 
 
-def brush_trace(target: Target, radius: float, max_dabs: int = 20) -> list[float]:
-    """IoU after each brush dab, brushing from an empty mask (see the module docstring)."""
-    pred = np.zeros_like(target.mask)
+def brush_dab(pred: np.ndarray, target: Target, radius: float) -> tuple[np.ndarray, int] | None:
+    """One brush dab on (H, W) bool ``pred`` (see the module docstring): the (H, W) bool mask
+    after it and the pixels under the brush; ``None`` when there is no error left."""
+    found = next_click(pred, target)
+    if found is None:
+        return None
+    click, inner = found
+    disk = _disk(pred.shape, click, max(0.5, min(radius, inner - 0.5)))  # inside the region
+    return (pred | disk if click.positive else pred & ~disk), int(np.count_nonzero(disk))
+
+
+def brush_trace(target: Target, radius: float, max_dabs: int = 20,
+                start: np.ndarray | None = None) -> list[float]:  # fmt: skip
+    """IoU after each brush dab, brushing from ``start`` (H, W) bool (default: an empty mask)."""
+    pred = np.zeros_like(target.mask) if start is None else start.copy()
     ious: list[float] = []
     for _ in range(max_dabs):
-        found = next_click(pred, target)
-        if found is None:
+        dab = brush_dab(pred, target, radius)
+        if dab is None:
             break
-        click, inner = found
-        disk = _disk(pred.shape, click, max(0.5, min(radius, inner - 0.5)))  # inside the region
-        pred = pred | disk if click.positive else pred & ~disk
+        pred = dab[0]
         ious.append(iou(pred, target))
     return ious
 

@@ -12,6 +12,7 @@ from dinoseg.interactive import Box, Click, InteractiveConfig, InteractiveEngine
 from dinoseg.interactive.box import dino_box_mask, sam_box_mask, sam_embedding
 from dinoseg.interactive.noc import (
     Target,
+    brush_dab,
     brush_trace,
     click_trace,
     clicks_to_reach,
@@ -81,6 +82,20 @@ def test_noc_counts_and_the_brush_model() -> None:
     assert iou(np.zeros_like(t.mask), t) == 0.0
     # a perfect segmenter needs one click
     assert click_trace(lambda clicks: t.mask.copy(), t) == [1.0]
+
+
+def test_brushing_a_pre_annotation_erases_its_false_positives_first() -> None:
+    t = square()
+    pre = t.mask.copy()
+    pre[45:58, 5:75] = True  # a 13 x 70 false-positive band
+    after, pixels = brush_dab(pre, t, radius=25)
+    erased = pre & ~after
+    assert not (after & ~pre).any() and erased.sum() == pixels > 0  # an eraser dab
+    assert not (erased & t.mask).any() and iou(after, t) > iou(pre, t)  # never a new error
+    assert brush_dab(t.mask, t, radius=25) is None  # nothing left to fix
+    fixed = brush_trace(t, 25, max_dabs=40, start=pre)
+    scratch = brush_trace(t, 25, max_dabs=40)
+    assert clicks_to_reach(fixed, 0.8, 40) < clicks_to_reach(scratch, 0.8, 40)  # 5 vs 7 dabs
 
 
 def test_one_click_finds_the_object_and_corrections_act_locally(engine) -> None:
