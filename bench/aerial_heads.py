@@ -7,7 +7,7 @@ showing every class, seeded). Training CPU and wall time come from the child's r
 
     python bench/aerial_heads.py train                # the head variants -> runs/aerial_heads/
     python bench/aerial_heads.py eval [--refine]      # their reports
-    python bench/aerial_heads.py baselines            # few-shot / k-means / SAM masks, same tiles
+    python bench/aerial_heads.py baselines [--baselines fewshot-5]  # few-shot / k-means / SAM
     python bench/aerial_heads.py curve                # mIoU vs labelled tiles: head vs few-shot
     python bench/aerial_heads.py table                # the README tables from the reports
 """
@@ -118,6 +118,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("what", choices=("train", "eval", "baselines", "curve", "table"))
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=list(BASELINES),
+                    help="baselines: which of them")
     ap.add_argument("--refine", action="store_true", help="eval: + SAM refinement")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--images", choices=("subset", "all"), default="subset")
@@ -136,7 +138,8 @@ def main() -> None:
             flags = head_flags(name, args) + (["--refine"] if args.refine else [])
             evaluate(name + ("+refine" if args.refine else "") + suffix, flags, args)
     elif args.what == "baselines":
-        for name, (flags, n) in BASELINES.items():
+        for name in args.baselines:
+            flags, n = BASELINES[name]
             evaluate(name + suffix, flags + support_flags(supports(n, args.data), args.data),
                      args)  # fmt: skip
     elif args.what == "curve":
