@@ -103,8 +103,8 @@ def plot_curve(out: Path, report: dict[str, Any]) -> Path:
         ax.fill_between(x, y - sd, y + sd, alpha=0.15)
     ax.set_xlabel("labels (annotated results)")
     ax.set_ylabel(f"test mIoU, {', '.join(report['classes'])}")
-    ax.set_title(f"Active-learning loop ({report.get('mode', '?')}): {report.get('test', '')}",
-                 fontsize=9)  # fmt: skip
+    test = Path(str(report.get("test", ""))).name  # the dataset's name and split, not a path
+    ax.set_title(f"Active-learning loop ({report.get('mode', '?')}): test {test}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
