@@ -40,14 +40,11 @@ def _sqlite_file(url: str) -> Path | None:
     return None
 
 
-#: how often a worker asks the SQLite broker for work when its queues are empty (kombu's default,
-#: 1 s, put half a second on every request; 0.1 s costs a few small queries a second)
-SQLITE_POLL_SECONDS = 0.1
-
-
 def _transport_options(broker: str, env: Mapping[str, str]) -> dict[str, Any]:
     if _sqlite_file(broker) is not None:  # connect_args: passed to sqlalchemy.create_engine
-        return {"connect_args": {"timeout": 30}, "polling_interval": SQLITE_POLL_SECONDS}
+        # not "polling_interval": kombu's SQLAlchemy transport hands every other option to
+        # create_engine, which refuses it (the worker did not start)
+        return {"connect_args": {"timeout": 30}}
     return {"visibility_timeout": int(env.get("CELERY_VISIBILITY_TIMEOUT") or 3600)}
 
 

@@ -21,9 +21,6 @@ SEGMENT = "dinoseg.segment"
 AERIAL = "dinoseg.aerial"
 QUEUE_FOR_REVIEW = "dinoseg.queue_for_review"
 STATUS = "dinoseg.status"
-#: the SQLite broker's poll period (``workers.app.SQLITE_POLL_SECONDS``; a worker thread started
-#: on this client app, as the tests do, polls as often)
-SQLITE_POLL_SECONDS = 0.1
 
 
 def _ensure_sqlite_parent(url: str) -> None:
@@ -45,9 +42,7 @@ def client_app(broker: str | None = None, backend: str | None = None) -> Any:
     sqlite = {"connect_args": {"timeout": 30}}  # wait on a locked SQLite file, do not fail
     app.conf.update(
         task_default_queue=QUEUE,
-        broker_transport_options=(
-            {**sqlite, "polling_interval": SQLITE_POLL_SECONDS} if "sqlite:" in broker else {}
-        ),
+        broker_transport_options=sqlite if "sqlite:" in broker else {},
         database_engine_options=sqlite if "sqlite:" in backend else {},
         database_short_lived_sessions=True,
         task_serializer="json",
