@@ -34,7 +34,10 @@ def test_plan_follows_the_options(monkeypatch, tmp_path):
     ls = with_ls[0]
     assert ls.name == "labelstudio" and ls.argv[-1] == "serve" and not ls.required
     assert ls.ready_line and ls.health_url == "http://127.0.0.1:8080/health"
-    assert "-B" in with_ls[1].argv  # periodic annotation sync runs with Label Studio
+    by_name = {s.name: s for s in with_ls}
+    assert [s.name for s in with_ls] == ["labelstudio", "mlbackend", "worker", "app"]
+    assert "-B" in by_name["worker"].argv  # periodic annotation sync runs with Label Studio
+    assert by_name["mlbackend"].url == "http://127.0.0.1:9090" and not by_name["mlbackend"].required
     monkeypatch.setattr(stack, "LABEL_STUDIO_VENV", tmp_path / "missing")
     assert names(StackConfig()) == ["worker", "app"]
 
