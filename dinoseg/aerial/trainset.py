@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from dinoseg.aerial.views import ViewPlan, training_views
-from dinoseg.heads.data import content_hash, folder_classes, held_back, patch_targets
+from dinoseg.heads.data import content_hash, folder_classes, patch_targets, split_held_back
 from dinoseg.heads.finetune import TuneItem
 from dinoseg.heads.split import SplitBackbone
 from dinoseg.io import InputError
@@ -117,16 +117,7 @@ def split_images(images: Sequence[TrainImage], fraction: float, *, min_images: i
     """``(fit, held back)`` by content hash (:func:`~dinoseg.heads.data.held_back`): an image is
     held back only when every class it labels has ``min_images`` labelled images; all views of
     an image fall on its side."""
-    counts: dict[int, int] = {}
-    for im in images:
-        for c in im.classes:
-            counts[c] = counts.get(c, 0) + 1
-    fit: list[TrainImage] = []
-    val: list[TrainImage] = []
-    for im in images:
-        ok = all(counts[c] >= min_images for c in im.classes)
-        (val if ok and held_back(im.hash, fraction, seed) else fit).append(im)
-    return fit, val
+    return split_held_back(images, fraction, min_images=min_images, seed=seed)
 
 
 class PrefixCache:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -79,17 +80,31 @@ def held_back(image_hash: str, fraction: float, seed: int = 0) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
+class Hashed(Protocol):
+    """What a held-back split needs of an image: its content hash and the classes it labels."""
+
+    @property
+    def hash(self) -> str: ...
+
+    @property
+    def classes(self) -> Collection[int]: ...
+
+
+H = TypeVar("H", bound=Hashed)
+
+
 def split_held_back(
-    images: Sequence[LabelledImage], fraction: float, *, min_images: int = 5, seed: int = 0
-) -> tuple[list[LabelledImage], list[LabelledImage]]:
+    images: Sequence[H], fraction: float, *, min_images: int = 5, seed: int = 0
+) -> tuple[list[H], list[H]]:
     """``(fit, val)``: an image is in ``val`` when its hash says so (:func:`held_back`) and
-    every class it labels has at least ``min_images`` labelled images."""
+    every class it labels has at least ``min_images`` labelled images (any image with ``hash``
+    and ``classes``: labelled images here, aerial training tiles)."""
     counts: dict[int, int] = {}
     for im in images:
         for c in im.classes:
             counts[c] = counts.get(c, 0) + 1
-    fit: list[LabelledImage] = []
-    val: list[LabelledImage] = []
+    fit: list[H] = []
+    val: list[H] = []
     for im in images:
         eligible = all(counts[c] >= min_images for c in im.classes)
         (val if eligible and held_back(im.hash, fraction, seed) else fit).append(im)
