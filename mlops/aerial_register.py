@@ -37,16 +37,9 @@ log = logging.getLogger("mlops.aerial_register")
 def new_version(client: Any, name: str, run: Any, tags: dict[str, Any]) -> Any:
     """Register ``run``'s ``model`` artifact as a version of ``name`` (created if needed), alias
     ``challenger``."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.create_registered_model(name, description="dinoseg aerial head (city maps)")
-    except MlflowException as e:
-        if e.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    card = (HEAD / "MODEL_CARD.md").read_text() if (HEAD / "MODEL_CARD.md").is_file() else ""
-    mv = client.create_model_version(name, run.artifact_uri("model"), run_id=run.run_id,
-                                     tags={k: str(v) for k, v in tags.items()}, description=card)
+    mv = registry.create_version(client, name, run, tags,
+                                 description="dinoseg aerial head (city maps)",
+                                 card=HEAD / "MODEL_CARD.md")  # fmt: skip
     client.set_registered_model_alias(name, registry.CHALLENGER, mv.version)
     return mv
 

@@ -41,18 +41,10 @@ def new_version(client: Any, name: str, run: Any, tags: dict[str, Any]) -> Any:
     """Register ``run``'s ``model`` artifact as a new version (the model created if needed),
     make it an MLflow ``python_function`` model (:mod:`mlops.pyfunc`: its ``MLmodel`` beside
     the checkpoint) and point ``challenger`` at it."""
-    from mlflow.exceptions import MlflowException
-
     from mlops.pyfunc import log_pyfunc
 
-    try:
-        client.create_registered_model(name, description="dinoseg few-shot segmenter")
-    except MlflowException as e:
-        if e.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    card = (MODEL / "MODEL_CARD.md").read_text() if (MODEL / "MODEL_CARD.md").is_file() else ""
-    mv = client.create_model_version(name, run.artifact_uri("model"), run_id=run.run_id,
-                                     tags={k: str(v) for k, v in tags.items()}, description=card)
+    mv = registry.create_version(client, name, run, tags, description="dinoseg few-shot segmenter",
+                                 card=MODEL / "MODEL_CARD.md")  # fmt: skip
     log_pyfunc(run, f"models:/{name}/{mv.version}")
     client.set_registered_model_alias(name, registry.CHALLENGER, mv.version)
     return mv

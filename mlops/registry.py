@@ -85,6 +85,24 @@ def find_version(client: Any, name: str, alias: str | None = None,
         raise InputError(f"MLflow registry at {runtime.tracking_uri()}: {e}") from e
 
 
+def create_version(client: Any, name: str, run: Any, tags: dict[str, Any], *,
+                   description: str, card: Path) -> Any:  # fmt: skip
+    """Register ``run``'s ``model`` artifact as a new version of ``name`` (the registered
+    model created with ``description`` if needed; the model card ``card``, when present, as the
+    version's description); no alias is set."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, description=description)
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    text = card.read_text() if card.is_file() else ""
+    return client.create_model_version(name, run.artifact_uri("model"), run_id=run.run_id,
+                                       tags={k: str(v) for k, v in tags.items()},
+                                       description=text)  # fmt: skip
+
+
 def download(client: Any, mv: Any) -> Path:
     """The local checkpoint directory of a model version (downloaded on first use)."""
     import mlflow.artifacts
