@@ -4,7 +4,6 @@ temporary project (tiny synthetic tiles, tiny random DINOv2, sqlite MLflow)."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import sys
@@ -17,7 +16,7 @@ from mlops import aerial_common as ac
 from tests.aerial.aerial_helpers import write_city_folder
 from tests.conftest import tiny_dinov2
 from tests.mlops.test_mlops_dvcyaml import BOOKKEEPING, _covers, _no_code, _paths, stage_code
-from tests.mlops.test_mlops_pipeline import BIN, Project
+from tests.mlops.test_mlops_pipeline import Project, init_project
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ["aerial_train", "aerial_evaluate", "aerial_register"]
@@ -104,18 +103,7 @@ def project(tmp_path_factory) -> Project:
                         ignore=shutil.ignore_patterns("__pycache__"))
     (root / "data/aerial_labels").mkdir(parents=True)
     (root / "data/aerial_labels/.gitkeep").touch()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DINOSEG_"))}
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(REPO),
-               DINOSEG_HOME=str(tmp / "var"), DINOSEG_CACHE=str(tmp / "cache"),
-               MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/var/mlflow.db", OMP_NUM_THREADS="1",
-               MLFLOW_DISABLE_TELEMETRY="true", DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t",
-               GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@example.com")
-    proj = Project(root, env)
-    proj.run("git", "init", "-q")
-    proj.dvc("init", "-q")
-    for name in (".dvc/config", ".dvcignore"):
-        shutil.copy(REPO / name, root / name)
+    proj = init_project(root, tmp)
     proj.commit("aerial pipeline")
     return proj
 

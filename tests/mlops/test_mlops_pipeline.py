@@ -90,6 +90,24 @@ def ran(output: str) -> list[str]:
     return re.findall(r"Running stage '(\w+)'", output)
 
 
+def init_project(root: Path, tmp: Path) -> Project:
+    """A git + DVC project in ``root`` whose commands run with this checkout's code and a
+    home, cache and sqlite MLflow store under ``tmp`` (nothing of the caller's environment)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DINOSEG_"))}
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(REPO),
+               DINOSEG_HOME=str(tmp / "var"), DINOSEG_CACHE=str(tmp / "cache"),
+               MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/var/mlflow.db", OMP_NUM_THREADS="1",
+               MLFLOW_DISABLE_TELEMETRY="true", DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t",
+               GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.com")
+    proj = Project(root, env)
+    proj.run("git", "init", "-q")
+    proj.dvc("init", "-q")
+    for name in (".dvc/config", ".dvcignore"):
+        shutil.copy(REPO / name, root / name)
+    return proj
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Project:
     tmp = tmp_path_factory.mktemp("pipeline")
@@ -106,18 +124,7 @@ def project(tmp_path_factory) -> Project:
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / "data/labels").mkdir(parents=True)
     (root / "data/labels/.gitkeep").touch()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DINOSEG_"))}
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(REPO),
-               DINOSEG_HOME=str(tmp / "var"), DINOSEG_CACHE=str(tmp / "cache"),
-               MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/var/mlflow.db", OMP_NUM_THREADS="1",
-               MLFLOW_DISABLE_TELEMETRY="true", DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t",
-               GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@example.com")
-    proj = Project(root, env)
-    proj.run("git", "init", "-q")
-    proj.dvc("init", "-q")
-    for name in (".dvc/config", ".dvcignore"):
-        shutil.copy(REPO / name, root / name)
+    proj = init_project(root, tmp)
     proj.commit("pipeline")
     return proj
 
