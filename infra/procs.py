@@ -57,14 +57,19 @@ def listener_pid(port: int) -> int | None:
 
 
 def describe(pid: int | None, width: int = 100) -> str:
-    """``pid 123 (cmd args...)``, the command line shortened to ``width`` characters."""
+    """``pid 123 (cmd args...)``, the command line shortened to ``width`` characters.
+
+    The program and, for an interpreter, its script are named by their file names
+    (``python3 label-studio start ...``): what the process is stays readable however deep
+    the install path is."""
     if pid is None:
         return "a process this user cannot see (try `ss -ltnp` as root)"
     try:
-        argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
-        cmd = " ".join(b" ".join(argv).decode(errors="replace").split())  # one line
+        argv = (PROC / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return f"pid {pid}"
+    words = [os.path.basename(w) if w.startswith("/") else w for w in argv[:2]] + argv[2:]
+    cmd = " ".join(" ".join(words).split())  # one line
     return f"pid {pid} ({cmd if len(cmd) <= width else cmd[: width - 3] + '...'})"
 
 

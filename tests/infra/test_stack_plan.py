@@ -139,3 +139,26 @@ def test_the_ml_backend_comes_with_label_studio_on_loopback(tmp_path):
     text = banner(Supervisor(services, env, lambda s: None), StackConfig(labelstudio=True), env)
     (line,) = [x for x in text.splitlines() if x.strip().startswith("ML backend")]
     assert "http://127.0.0.1:9311" in line
+
+
+def test_a_process_is_described_by_its_program_and_script_names_however_deep_its_path(tmp_path):
+    """The message that names a port's holder shows ``python3 label-studio start``, not a
+    virtualenv path cut off before the program's name (a CI checkout lives deeper)."""
+    import subprocess
+
+    from infra.procs import describe
+
+    script = tmp_path.joinpath(*["deep-folder"] * 12, "label-studio")
+    script.parent.mkdir(parents=True)
+    script.write_text("import sys, time\nprint('up', flush=True)\ntime.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, str(script), "start", "--data-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "up\n"
+        line = describe(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    name = Path(sys.executable).name
+    assert line.startswith(f"pid {proc.pid} ({name} label-studio start --data-dir "), line
+    assert len(line) <= len(f"pid {proc.pid} ()") + 100 and describe(None).startswith("a process")

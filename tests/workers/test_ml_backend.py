@@ -349,10 +349,14 @@ def test_health_setup_and_webhook(ml) -> None:
 
 
 #: every named image is loaded (a natural width) / the sources of the loaded images
-LOADED = (
-    "names => names.every(n => [...document.images].some(i => i.src.includes(n) && i.naturalWidth))"
-)
-SHOWN = "els => els.filter(e => e.naturalWidth > 0).map(e => e.src)"
+# The labelling panel's text and its loaded images, read together once both are there: the data
+# manager's table also shows the task's image, and Label Studio may redraw the panel meanwhile.
+SHOWN = """([names, text]) => {
+  const body = document.body.innerText;
+  const srcs = [...document.images].filter(i => i.naturalWidth > 0).map(i => i.src);
+  const ready = body.includes(text) && names.every(n => srcs.some(s => s.includes(n)));
+  return ready ? [body, srcs] : null;
+}"""
 
 
 def test_labelling_page_opens_with_and_without_the_support(setup, stack_env, labelstudio) -> None:
@@ -382,9 +386,9 @@ def test_labelling_page_opens_with_and_without_the_support(setup, stack_env, lab
             seen = {}
             for task, names in ((full, ["page-full", "support-sheet"]), (bare, ["page-bare"])):
                 page.goto(f"{url}/projects/{setup['project']}/data?task={task.id}")
-                page.wait_for_selector("text=Class asked for", timeout=90_000)
-                page.wait_for_function(LOADED, arg=names, timeout=60_000)
-                seen[task.id] = (page.inner_text("body"), page.eval_on_selector_all("img", SHOWN))
+                asked = [names, "Class asked for"]
+                shown = page.wait_for_function(SHOWN, arg=asked, timeout=120_000)
+                seen[task.id] = tuple(shown.json_value())
         finally:
             browser.close()
     text, images = seen[full.id]
