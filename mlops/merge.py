@@ -26,7 +26,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dinoseg.data.folder import IMAGE_SUFFIXES, ClassInfo, list_pairs, name_list, read_classes
+from dinoseg.data.folder import (
+    COMPLETE_DIR,
+    IMAGE_SUFFIXES,
+    ClassInfo,
+    list_pairs,
+    name_list,
+    read_classes,
+)
 from dinoseg.io import InputError, load_image, load_label_map
 
 LABEL_PREFIX = "label-"
@@ -189,6 +196,9 @@ def add_labels(labels_root: Path, base: ClassInfo, out: Path, report: MergeRepor
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(lut[labels].astype(np.uint8)).save(target)
             report.masks_remapped += 1
+        complete = split / COMPLETE_DIR / f"{stem}.json"
+        if complete.is_file():  # which classes the label holds wherever they are
+            link(complete, out / part / COMPLETE_DIR / f"{name}.json")
         if part == LABELS_VAL:
             report.labels_held_back += 1
         else:

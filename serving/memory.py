@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -126,10 +126,11 @@ class ServedMemory:
             self.error = f"build failed: {type(e).__name__}: {e}"
 
     def add_label(self, image: np.ndarray, label_map: np.ndarray, class_names: Mapping[int, str],
-                  source: str) -> bool:  # fmt: skip
+                  source: str, complete: Collection[str] = ()) -> bool:  # fmt: skip
         """Add one synced label now (the next request of its class retrieves it); while the
-        memory is being built the build is told to run once more. Returns whether it was added
-        here."""
+        memory is being built the build is told to run once more. ``complete``: the classes
+        labelled wherever they are in the image (:meth:`SupportMemory.add`). Returns whether
+        it was added here."""
         if not self.enabled:
             return False
         with self._lock:
@@ -141,7 +142,7 @@ class ServedMemory:
             return False
         if memory.encoder is None:
             memory.encoder = _encoder_for(memory)
-        return memory.add(image, label_map, class_names, source)
+        return memory.add(image, label_map, class_names, source, complete=complete)
 
     def status(self) -> dict[str, Any]:
         """What ``dinoseg.status`` shows of the memory."""

@@ -24,6 +24,12 @@ _SEPARATORS = re.compile(r"[\s_]+")
 _ALLOWED = re.compile(r"^[\w\-.'()+&]+$")
 
 
+def class_key(name: str) -> str:
+    """How names are compared, without checking them: lower case, runs of spaces /
+    underscores -> ``_`` (``"Sign Symbol"`` is CamVid's ``sign_symbol``)."""
+    return _SEPARATORS.sub("_", name.strip().lower()).strip("_")
+
+
 def normalize_class_name(name: object) -> str:
     """The normal form of a class name; ``None`` or blank -> :data:`PLACEHOLDER`.
 
@@ -34,7 +40,7 @@ def normalize_class_name(name: object) -> str:
         return PLACEHOLDER
     if not isinstance(name, str):
         raise InputError(f"a class name must be text, got {type(name).__name__}")
-    norm = _SEPARATORS.sub("_", name.strip().lower()).strip("_")
+    norm = class_key(name)
     if not norm:
         return PLACEHOLDER
     if len(norm) > MAX_LENGTH:

@@ -6,6 +6,9 @@
                                     "background_index": 20}   (the last two optional)
     ROOT/<split>/images/<stem>.jpg|.jpeg|.png
     ROOT/<split>/masks/<stem>.png  class indices (one label per pixel)
+    ROOT/<split>/complete/<stem>.json   optional: {"classes": ["pedestrian"]}, the classes
+                                   labelled wherever they are in the image (a review task's
+                                   class): an unlabelled pixel there is *not* one of them
 
 ``classes`` may also be a list of names (id = position). ``ignore_index`` marks unlabeled pixels
 (void); ``background_index`` names a background class that is never an episode class. Every image
@@ -21,12 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from dinoseg.data.classnames import class_key
 from dinoseg.data.folds import DEFAULT_MIN_AREA, min_pixels
 from dinoseg.data.presence import MaskStats, count_labels, load_presence, stems_with_class
 from dinoseg.io import InputError, load_image, load_label_map
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIXES = (".png",)
+#: ``SPLIT/complete/<stem>.json``: an image's complete classes (see the module docstring).
+COMPLETE_DIR = "complete"
 
 
 @dataclass(frozen=True)
@@ -200,12 +206,29 @@ class FolderDataset:
 
     def load_binary(self, stem: str, class_id: int) -> tuple[np.ndarray, np.ndarray]:
         """Image and episode mask for ``class_id``: (H, W, 3) uint8 and (H, W) uint8 with
-        1 = class, 0 = anything else, 255 = ignore."""
+        1 = class, 0 = anything else, 255 = ignore (an unlabelled pixel, unless the class is
+        one of the image's :meth:`complete_classes`)."""
         image, labels = self.load_stem(stem)
         mask = (labels == class_id).astype(np.uint8)
-        if self.ignore_index is not None:
+        name = class_key(self.info.names.get(class_id, ""))
+        complete = {class_key(n) for n in self.complete_classes(stem)}
+        if self.ignore_index is not None and (not name or name not in complete):
             mask[labels == self.ignore_index] = 255
         return image, mask
+
+    def complete_classes(self, stem: str) -> tuple[str, ...]:
+        """Names of the classes labelled wherever they are in image ``stem``
+        (``SPLIT/complete/<stem>.json``; none when that file is absent)."""
+        path = self.root / self.split / COMPLETE_DIR / f"{stem}.json"
+        if not path.is_file():
+            return ()
+        try:
+            names = json.loads(path.read_text())["classes"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f'{path}: expected {{"classes": ["name", ...]}} ({e})') from e
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InputError(f'{path}: "classes" must be a list of class names')
+        return tuple(names)
 
     def _scan(self, stem: str, mask_file: Path) -> MaskStats:
         labels = load_label_map(mask_file)

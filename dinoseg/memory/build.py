@@ -111,7 +111,8 @@ def build_memory(
                 stats.unchanged += 1
                 continue
             wanted.add(h)
-            if memory.add(image, labels, ds.class_names, name, save=False):  # type: ignore[attr-defined]
+            complete = ds.complete_classes(stem)  # type: ignore[attr-defined]
+            if memory.add(image, labels, ds.class_names, name, complete=complete, save=False):  # type: ignore[attr-defined]
                 stats.added += 1
             else:
                 stats.unchanged += 1

@@ -8,19 +8,18 @@ pixels whose label has no name (void / ignore) are excluded from every fraction.
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dinoseg.data.classnames import class_key
 from dinoseg.preprocess import Geometry
 
 #: A patch takes part in votes when at least this share of its pixels is labelled.
 MIN_LABELLED = 0.5
-_SEPARATORS = re.compile(r"[\s_]+")
 
 
 @dataclass(frozen=True)
@@ -34,12 +33,6 @@ class MemoryEntry:
     classes: dict[str, float]
 
 
-def class_key(name: str) -> str:
-    """How the memory compares class names: lower case, runs of spaces / underscores -> ``_``
-    (``"Sign Symbol"`` is CamVid's ``sign_symbol``)."""
-    return _SEPARATORS.sub("_", name.strip().lower()).strip("_")
-
-
 def image_hash(image: np.ndarray) -> str:
     """SHA-256 (hex) of an (H, W, 3) uint8 image's pixels and shape: the same picture decoded
     from any file (or received as an array by the predictor) has the same hash."""
@@ -49,35 +42,48 @@ def image_hash(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def label_hash(labels: np.ndarray, class_names: Mapping[int, str]) -> str:
-    """SHA-256 (hex) of an (H, W) label map read by class *name* (unnamed labels = ignore)."""
+def label_hash(
+    labels: np.ndarray, class_names: Mapping[int, str], complete: Collection[str] = ()
+) -> str:
+    """SHA-256 (hex) of an (H, W) label map read by class *name* (unnamed labels = ignore) and
+    of its complete classes (see :func:`patch_fractions`; none leaves the hash as it was)."""
     x = np.ascontiguousarray(labels, dtype=np.int64)
     present = sorted(int(v) for v in np.unique(x))
     names = [f"{v}={class_key(class_names[v])}" if v in class_names else f"{v}=" for v in present]
     h = hashlib.sha256(f"labels|{x.shape}|{','.join(names)}|".encode())
+    if complete:
+        h.update(f"complete|{','.join(sorted({class_key(n) for n in complete}))}|".encode())
     h.update(x.tobytes())
     return h.hexdigest()
 
 
 def patch_fractions(
-    labels: np.ndarray, class_names: Mapping[int, str], geom: Geometry, patch: int
+    labels: np.ndarray,
+    class_names: Mapping[int, str],
+    geom: Geometry,
+    patch: int,
+    complete: Collection[str] = (),
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Per-patch class fractions of a label map on the encoder's patch grid.
 
     The label map is resized (nearest) onto ``geom.resized`` and padded to ``geom.padded``
     (padding = unlabelled), as :func:`dinoseg.preprocess.image_to_tensor` does to the image.
+    A class's fraction is its share of the patch's *known* pixels: the labelled ones, or for a
+    **complete** class (every pixel of it in the image is labelled, e.g. the class a review
+    task asked for) every image pixel, an unlabelled one being "not this class". Where fewer
+    than :data:`MIN_LABELLED` of a patch's pixels are known the fraction is NaN (unknown).
 
     Args:
         labels: (H, W) integer class ids at the image's size.
         class_names: id -> name; other labels are ignore.
         geom: the image's geometry at the memory's working size.
         patch: the encoder's patch size.
+        complete: names of the image's complete classes (present in the map or not).
 
     Returns:
-        ``(names, fractions, labelled)``: the M class names present (:func:`class_key` form,
-        sorted), (P, M) float32
-        share of each patch's *labelled* pixels per class (P = h * w, row-major), and (P,)
-        float32 share of each patch's pixels that are labelled.
+        ``(names, fractions, labelled)``: the M class names present or complete
+        (:func:`class_key` form, sorted), (P, M) float32 fractions (NaN = unknown; P = h * w,
+        row-major), and (P,) float32 share of each patch's pixels that are labelled.
     """
     lab = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))[None, None].float()
     lab = F.interpolate(lab, size=geom.resized, mode="nearest")[0, 0].long()
@@ -85,14 +91,16 @@ def patch_fractions(
     ph, pw = geom.padded
     lab = F.pad(lab, (0, pw - rw, 0, ph - rh), value=-1)
     present = sorted(int(v) for v in torch.unique(lab).tolist() if int(v) in class_names)
-    by_name: dict[str, list[int]] = {}
+    by_name: dict[str, list[int]] = {class_key(n): [] for n in complete}
     for v in present:  # two ids may share a name: their pixels add up
         by_name.setdefault(class_key(class_names[v]), []).append(v)
     names = sorted(by_name)
-    planes = [torch.isin(lab, torch.tensor(by_name[n])).float() for n in names]
+    planes = [torch.isin(lab, torch.tensor(by_name[n] or [-2])).float() for n in names]
     labelled = torch.isin(lab, torch.tensor(present or [-2])).float()
-    stack = torch.stack([*planes, labelled])[None]  # (1, M + 1, Hp, Wp)
-    pooled = F.avg_pool2d(stack, patch)[0].reshape(len(names) + 1, -1)  # (M + 1, P)
-    cover = pooled[-1]
-    fractions = (pooled[:-1] / cover.clamp_min(1e-6)).T.contiguous()
-    return names, fractions.numpy(), cover.numpy()
+    stack = torch.stack([*planes, labelled, (lab != -1).float()])[None]  # (1, M + 2, Hp, Wp)
+    pooled = F.avg_pool2d(stack, patch)[0].reshape(len(names) + 2, -1)  # (M + 2, P)
+    cover, image = pooled[-2], pooled[-1]
+    done = {class_key(n) for n in complete}
+    known = torch.stack([image if n in done else cover for n in names]).reshape(len(names), -1)
+    fractions = torch.where(known >= MIN_LABELLED, pooled[:-2] / known.clamp_min(1e-6), torch.nan)
+    return names, fractions.T.contiguous().numpy(), cover.numpy()

@@ -10,13 +10,14 @@ Layout of a memory directory::
                                        unit vectors of the memory's block, "fractions" (P, M)
                                        class shares (metadata: the M class names)
 
-Only patches whose pixels are at least half labelled are kept. The descriptors live in one
-matrix (retrieval reads no patch file); patch files are read only for the retrieved images and
-kept in a byte-bounded LRU. The **version** is a SHA-256 over the format, the encoder settings
-and the sorted ``image hash:label hash`` pairs: two processes that built from the same labels
-with the same encoder agree, whatever the order or the paths. Writers (``add``, ``remove``)
-hold an exclusive lock on ``ROOT/.lock`` and re-read the index first, so a builder and the
-review loop can share a directory; readers call :meth:`SupportMemory.refresh`.
+Only patches where some class's share is known are kept (at least half of their pixels labelled
+or, for a complete class, inside the image: ``labels.patch_fractions``). The descriptors live
+in one matrix (retrieval reads no patch file); patch files are read only for the retrieved
+images and kept in a byte-bounded LRU. The **version** is a SHA-256 over the format, the
+encoder settings and the sorted ``image hash:label hash`` pairs: two processes that built from
+the same labels with the same encoder agree, whatever the order or the paths. Writers (``add``,
+``remove``) hold an exclusive lock on ``ROOT/.lock`` and re-read the index first, so a builder
+and the review loop can share a directory; readers call :meth:`SupportMemory.refresh`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -38,7 +39,6 @@ from dinoseg.io import InputError
 from dinoseg.memory.encoder import EncoderSettings, MemoryEncoder
 from dinoseg.memory.files import PatchFiles, atomic_write, read_meta, stamp
 from dinoseg.memory.labels import (
-    MIN_LABELLED,
     MemoryEntry,
     class_key,
     image_hash,
@@ -177,16 +177,19 @@ class SupportMemory:
         """The labelled patches of some images as vote keys for ``class_name``.
 
         Returns:
-            keys (N, C) float16 unit vectors and values (N,) float32 shares of ``class_name``.
+            keys (N, C) float16 unit vectors and values (N,) float32 shares of ``class_name``
+            (the patches where that share is known).
         """
         keys, values = [], []
         class_name = class_key(class_name)
         for h in hashes:
             feats, fractions, names = self._files.load(h, self.entries[self._row[h]].label_hash)
-            keys.append(feats)
-            if class_name in names:
-                values.append(fractions[:, names.index(class_name)].float())
+            if class_name in names:  # a patch whose share of the class is unknown stays out
+                value = fractions[:, names.index(class_name)].float()
+                keys.append(feats[~value.isnan()])
+                values.append(value[~value.isnan()])
             else:
+                keys.append(feats)
                 values.append(torch.zeros(feats.shape[0]))
         if not keys:
             return torch.zeros(0, self.descriptors.shape[1], dtype=torch.float16), torch.zeros(0)
@@ -200,6 +203,7 @@ class SupportMemory:
         class_names: Mapping[int, str],
         source: str = "",
         *,
+        complete: Collection[str] = (),
         save: bool = True,
     ) -> bool:
         """Add (or relabel) one labelled image; returns False when it is already there with
@@ -210,6 +214,9 @@ class SupportMemory:
             label_map: (H, W) integer class ids; labels not in ``class_names`` are ignore.
             class_names: id -> class name (names identify classes across datasets).
             source: provenance (a dataset path and stem, a label id).
+            complete: classes labelled wherever they are in the image (a review task's class):
+                its unlabelled pixels are examples of "not that class"
+                (:func:`dinoseg.memory.labels.patch_fractions`).
             save: lock, refresh and write the index around this one image (``False`` while
                 adding many inside ``with memory.writing():``).
         """
@@ -217,23 +224,23 @@ class SupportMemory:
             raise InputError("this memory was opened without an encoder; it cannot add images")
         if image.shape[:2] != label_map.shape:
             raise InputError(f"{source}: label map {label_map.shape} != image {image.shape[:2]}")
-        h, lh = image_hash(image), label_hash(label_map, class_names)
+        h, lh = image_hash(image), label_hash(label_map, class_names, complete)
         with self.writing() if save else nullcontext():
             row = self._row.get(h)
             if row is not None and self.entries[row].label_hash == lh:
                 return False
             feats, descriptor, geom = self.encoder(image)
             names, fractions, cover = patch_fractions(
-                label_map, class_names, geom, self.settings.patch
+                label_map, class_names, geom, self.settings.patch, complete
             )
-            keep = torch.from_numpy(cover >= MIN_LABELLED)
+            frac = torch.from_numpy(fractions)
+            keep = ~frac.isnan().all(1) if names else torch.zeros(len(cover), dtype=torch.bool)
             keys = F.normalize(feats.flatten(1).T, dim=1)[keep].half()
-            frac = torch.from_numpy(fractions)[keep].half()
-            self._files.write(h, lh, keys, frac, names)
-            pixels = {n: float(fractions[:, i] @ cover) for i, n in enumerate(names)}
+            self._files.write(h, lh, keys, frac[keep].half(), names)
+            pixels = np.nan_to_num(fractions).T @ cover  # (M,) labelled pixels per class
             total = max(float(cover.sum()), 1e-6)
-            entry = MemoryEntry(h, lh, source, {n: round(v / total, 6) for n, v in pixels.items()})
-            self._put(entry, descriptor)
+            shares = {n: round(float(v) / total, 6) for n, v in zip(names, pixels, strict=True)}
+            self._put(MemoryEntry(h, lh, source, shares), descriptor)
         return True
 
     def remove(self, hashes: Iterable[str], *, save: bool = True) -> int:

@@ -162,3 +162,11 @@ def test_annotations_of_one_image_merge_and_the_newest_wins(labels) -> None:
     prov = json.loads(prov_file.read_text())
     assert prov["classes"] == ["car", "road"] and set(prov["tasks"]) == {"1", "2"}
     assert prov["tasks"]["1"]["annotation_id"] == 13 and prov["annotation_id"] == 13
+    # the classes the tasks asked for are complete: their unlabelled pixels mean "not it"
+    complete = json.loads((root / "train/complete" / prov_file.name).read_text())
+    assert complete == {"classes": ["car", "road"]}
+    from dinoseg.data.folder import FolderDataset
+
+    ds = FolderDataset(root, "train")
+    episode = ds.load_binary(prov_file.stem, 1)[1]  # car: every unlabelled pixel a negative
+    assert set(np.unique(episode)) == {0, 1} and (episode[moved] == 1).all()

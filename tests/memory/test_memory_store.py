@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from dinoseg.backbone import DinoBackbone
+from dinoseg.data.classnames import class_key
 from dinoseg.io import InputError
 from dinoseg.memory import MemoryEncoder, Source, SupportMemory, build_memory, image_hash
-from dinoseg.memory.labels import class_key, label_hash, patch_fractions
+from dinoseg.memory.labels import label_hash, patch_fractions
 from dinoseg.preprocess import plan_geometry
 from tests.conftest import tiny_dinov2
 from tests.memory.scenes import CYAN, NAMES, YELLOW, scene, thing_scenes, write_folder
@@ -28,12 +29,30 @@ def test_patch_fractions_exclude_void_and_padding() -> None:
     names, frac, cover = patch_fractions(labels, NAMES, geom, 14)
     assert names == ["background", "thing"]
     thing = frac[:, names.index("thing")]
-    np.testing.assert_allclose(thing, [1, 0.5, 0, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(thing, [1, 0.5, 0, 0, 0, np.nan], atol=1e-6)  # 5: unknown
     np.testing.assert_allclose(cover, [1, 1, 1, 1, 0.5, 0], atol=1e-6)
     np.testing.assert_allclose(frac[4], [1, 0], atol=1e-6)  # of the labelled half
     padded = plan_geometry(28, 35, image_size=35, patch=14)  # 35 -> padded to 42
     _, _, cover = patch_fractions(labels[:, :35], NAMES, padded, 14)
     assert cover[2] == pytest.approx(0.5)  # 7 of 14 columns are padding
+
+
+def test_a_complete_class_counts_unlabelled_pixels_as_not_that_class() -> None:
+    """A review task's label: only the asked class drawn, the rest unlabelled. For that
+    class the unlabelled patches are negatives; for any other class they stay unknown."""
+    labels = np.full((28, 42), 9, np.int64)  # all void ...
+    labels[:14, :14] = 1  # ... but patch 0: thing
+    labels[:14, 14:21] = 1  # patch 1: half thing
+    geom = plan_geometry(28, 42, image_size=42, patch=14)
+    names, frac, _ = patch_fractions(labels, NAMES, geom, 14)
+    np.testing.assert_allclose(frac[:, names.index("thing")], [1, 1, *[np.nan] * 4])
+    names, frac, cover = patch_fractions(labels, NAMES, geom, 14, complete=["Thing", "car"])
+    assert names == ["car", "thing"]  # an asked class not drawn at all: a negative everywhere
+    np.testing.assert_allclose(frac[:, 1], [1, 0.5, 0, 0, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(frac[:, 0], [0] * 6)
+    np.testing.assert_allclose(cover, [1, 0.5, 0, 0, 0, 0])
+    assert label_hash(labels, NAMES) != label_hash(labels, NAMES, ["thing"])
+    assert label_hash(labels, NAMES, ["thing"]) == label_hash(labels, NAMES, [" Thing"])
 
 
 def test_hashes_follow_content_and_names() -> None:
@@ -133,3 +152,32 @@ def test_bad_folders_and_other_encoders(tmp_path: Path, encoder: MemoryEncoder) 
     empty_labels.mkdir()
     _, stats = build_memory(tmp_path / "mem", [Source(empty_labels)], encoder)
     assert stats.skipped_sources == (f"{empty_labels}:train",)
+
+
+def test_a_review_label_built_from_its_folder_gives_the_vote_its_negatives(
+    tmp_path: Path, encoder: MemoryEncoder
+) -> None:
+    """A labels folder whose image marks ``thing`` complete: the memory built from it holds
+    that image's unlabelled patches as "not thing"; the episode mask reads them as 0, not
+    ignore. Without the mark they stay unknown (no key, ignore)."""
+    from dinoseg.data.folder import FolderDataset
+
+    img, lab = thing_scenes(1)[0]
+    only_thing = np.where(lab == 1, 1, 9)  # a one-class label: everything else unlabelled
+    folder = write_folder(tmp_path / "labels", "train", [(img, only_thing)])
+    plain, _ = build_memory(tmp_path / "plain", [Source(folder)], encoder)
+    _, plain_values = plain.patches(plain.images_of("thing"), "thing")
+    assert float(plain_values.min()) > 0.45  # only the (half-)thing patches: all positives
+    (folder / "train" / "complete").mkdir()
+    (folder / "train" / "complete" / "s000.json").write_text('{"classes": ["thing"]}')
+    ds = FolderDataset(folder, "train")
+    assert ds.complete_classes("s000") == ("thing",)
+    assert set(np.unique(ds.load_binary("s000", 1)[1])) == {0, 1}  # no 255 left
+    full, stats = build_memory(tmp_path / "plain", [Source(folder)], encoder)
+    assert stats.added == 1 and full.version != plain.version  # the mark re-encodes it
+    keys, values = full.patches(full.images_of("thing"), "thing")
+    assert keys.shape[0] == values.shape[0] == 36 > plain_values.shape[0]
+    assert float((values == 0).float().mean()) > 0.5
+    (folder / "train" / "complete" / "s000.json").write_text('["thing"]')
+    with pytest.raises(InputError, match=r"complete/s000\.json"):
+        FolderDataset(folder, "train").complete_classes("s000")

@@ -61,6 +61,8 @@ def test_labels_join_the_train_split_with_base_ids(tmp_path, base):
     good = (labels / "train/images/good.png").read_bytes()
     (labels / "train/images/lonely.png").write_bytes(good)
     (labels / "provenance.json").write_text("{}")  # other files at the root are fine
+    (labels / "train/complete").mkdir()
+    (labels / "train/complete/good.json").write_text('{"classes": ["kite"]}')  # asked: kite
 
     out = tmp_path / "train_set"
     report = build_train_set(_cfg(tmp_path), out)
@@ -70,6 +72,8 @@ def test_labels_join_the_train_split_with_base_ids(tmp_path, base):
     _, remapped = merged.load_stem("label-good")
     assert remapped[0, 0] == 3 and remapped[25, 0] == 0 and remapped[45, 0] == 4
     assert remapped[0, 50] == 255  # ignore stays ignore
+    assert merged.complete_classes("label-good") == ("kite",)  # the mark travels with it
+    assert set(np.unique(merged.load_binary("label-good", 4)[1])) == {0, 1}
     assert (out / "train/images/000.png").is_symlink()  # base pairs are linked, not copied
     assert report.labels_added == 1 and report.masks_remapped == 1
     assert report.classes_added == ["kite"]

@@ -36,7 +36,7 @@ from PIL import Image
 
 from dinoseg import runtime
 from dinoseg.data.classnames import PLACEHOLDER, add_class, normalize_class_name
-from dinoseg.data.folder import ClassInfo, read_classes
+from dinoseg.data.folder import COMPLETE_DIR, ClassInfo, read_classes
 from dinoseg.io import InputError, load_image
 from workers.labelstudio import client as ls
 from workers.labelstudio.convert import result_to_mask
@@ -166,11 +166,27 @@ def write_label(
             labels[mask] = ids[name]
         for old in (root / "train/images").glob(f"{stem}.*"):
             old.unlink()  # the same image under another suffix
+        _mark_complete(root, stem, task)
         _atomic_png(labels, root / "train/masks" / f"{stem}.png")
         _atomic_copy(image_path, root / "train/images" / f"{stem}{image_path.suffix.lower()}")
         _atomic_json(_provenance(prov, stem, task, ann, annotator, sorted(ids), placeholders),
                      prov_path)  # fmt: skip
     return stem
+
+
+def _mark_complete(root: Path, stem: str, task: dict[str, Any]) -> None:
+    """The class the task asked for is labelled wherever it is in the image (the annotator
+    fixed that class's mask): add it to the image's complete classes
+    (:meth:`dinoseg.data.folder.FolderDataset.complete_classes`), so its unlabelled pixels
+    teach "not this class"."""
+    asked = normalize_class_name(task["data"].get("class_name"))
+    if asked == PLACEHOLDER:
+        return
+    path = root / "train" / COMPLETE_DIR / f"{stem}.json"
+    known = json.loads(path.read_text()).get("classes", []) if path.is_file() else []
+    if asked not in known:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_json({"classes": sorted({*known, asked})}, path)
 
 
 def _previous(path: Path, shape: tuple[int, int], info: ClassInfo) -> np.ndarray:
@@ -257,8 +273,9 @@ def _annotator(client: Any, user_id: int | None, cache: dict[int, str]) -> str:
     return cache[user_id]
 
 
-#: called with each written label: (image, label map, class id -> name, source)
-OnLabel = Callable[[np.ndarray, np.ndarray, dict[int, str], str], object]
+#: called with each written label: (image, label map, class id -> name, source, complete
+#: classes)
+OnLabel = Callable[[np.ndarray, np.ndarray, dict[int, str], str, tuple[str, ...]], object]
 
 
 def _to_memory(on_label: OnLabel, labels_dir: Path, stem: str, report: SyncReport) -> None:
@@ -267,9 +284,10 @@ def _to_memory(on_label: OnLabel, labels_dir: Path, stem: str, report: SyncRepor
     try:
         from dinoseg.data.folder import FolderDataset
 
-        image, labels = FolderDataset(labels_dir, "train").load_stem(stem)
+        ds = FolderDataset(labels_dir, "train")
+        image, labels = ds.load_stem(stem)
         names = {c: normalize_class_name(n) for c, n in read_classes(labels_dir).names.items()}
-        on_label(image, labels, names, f"{labels_dir}:train/{stem}")
+        on_label(image, labels, names, f"{labels_dir}:train/{stem}", ds.complete_classes(stem))
     except Exception as e:
         log.exception("label %s not added to the support memory", stem)
         report.memory_errors.append(f"{stem}: {type(e).__name__}: {e}")
