@@ -108,7 +108,7 @@ class InProcess:
     def champion(self) -> str | None:
         return champion()
 
-    def test(self, scen: Scenario) -> tuple[dict[str, float], str | None]:
+    def test(self, scen: Scenario) -> tuple[dict[str, dict[str, float]], str | None]:
         return test_ious(scen, self._segment), self.champion()
 
 

@@ -145,7 +145,7 @@ class RealStack:
     def champion(self) -> str | None:
         return champion()
 
-    def test(self, scen: Scenario) -> tuple[dict[str, float], str | None]:
+    def test(self, scen: Scenario) -> tuple[dict[str, dict[str, float]], str | None]:
         return test_ious(scen, self._segment), self.champion()
 
     def status(self) -> dict[str, Any]:

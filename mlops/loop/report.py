@@ -5,8 +5,13 @@
     {"classes": [...], "test": "DATA:SPLIT", "pool": "DATA:SPLIT", "mode": "real"|"in-process",
      "settings": {...},
      "strategies": {NAME: [{"round", "labels", "miou", "class_iou", "champion", "seconds",
-                            "seed", "errors"}, ...]},
-     "summary": {NAME: {"labels": [...], "miou_mean": [...], "miou_std": [...]}}}
+                            "seed", "errors",
+                            "parts": {"choose"|"tell": {"miou", "class_iou"}}}, ...]},
+     "summary": {NAME: {"labels": [...], "miou_mean": [...], "miou_std": [...],
+                        "parts": {"choose"|"tell": {"miou_mean", "miou_std"}}}}}
+
+``miou`` is over the whole test split; ``parts`` splits it in two (``Scenario.test_part``):
+a default is chosen on ``choose`` and reported on ``tell``.
 
 Round 0 is the served system before any label. With several seeds, each seed's rounds are
 listed (``seed``) and the summary averages them per round.
@@ -31,15 +36,25 @@ def summarise(strategies: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         for row in rows:
             by_round[int(row["round"])].append(row)
         rounds = sorted(by_round)
-        mious = [[r["miou"] for r in by_round[k] if r["miou"] is not None] for k in rounds]
         out[name] = {
             "rounds": rounds,
             "labels": [float(np.mean([r["labels"] for r in by_round[k]])) for k in rounds],
-            "miou_mean": [float(np.mean(m)) if m else None for m in mious],
-            "miou_std": [float(np.std(m)) if m else None for m in mious],
+            **_mean_std([[r["miou"] for r in by_round[k]] for k in rounds]),
             "seeds": sorted({int(r.get("seed", 0)) for r in rows}),
         }
+        parts = sorted({p for r in rows for p in r.get("parts", {})})
+        if parts:  # the test split's parts: the one that chooses, the one that tells
+            out[name]["parts"] = {p: _mean_std([[r.get("parts", {}).get(p, {}).get("miou")
+                                                 for r in by_round[k]] for k in rounds])
+                                  for p in parts}  # fmt: skip
     return out
+
+
+def _mean_std(per_round: list[list[float | None]]) -> dict[str, list[float | None]]:
+    """Mean and standard deviation over seeds of each round's figures (None left out)."""
+    kept = [[v for v in vs if v is not None] for vs in per_round]
+    return {"miou_mean": [float(np.mean(m)) if m else None for m in kept],
+            "miou_std": [float(np.std(m)) if m else None for m in kept]}  # fmt: skip
 
 
 def merge_reports(paths: list[Path]) -> dict[str, Any]:

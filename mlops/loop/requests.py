@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mlops.loop.oracle import Oracle
-from mlops.loop.scenario import Request, Scenario
+from mlops.loop.scenario import TEST_PARTS, Request, Scenario
 from mlops.loop.strategies import Candidate
 
 #: a driver's way to segment: (request, "pool" | "test", stems) -> result records (as replied)
@@ -84,20 +84,25 @@ def candidates(scen: Scenario, segment: Segment) -> list[Candidate]:
     return out
 
 
-def test_ious(scen: Scenario, segment: Segment) -> dict[str, float]:
-    """Per class: IoU (percent) of the served masks on the test images that show it."""
+def test_ious(scen: Scenario, segment: Segment) -> dict[str, dict[str, float]]:
+    """Per part of the test split (``all`` and :data:`~mlops.loop.scenario.TEST_PARTS`) and
+    class: IoU (percent) of the served masks, summed over the part's images that show it."""
     from dinoseg.io import load_mask
 
-    ious: dict[str, float] = {}
+    parts = ("all", *TEST_PARTS)
+    ious: dict[str, dict[str, float]] = {p: {} for p in parts}
     for req in scen.requests:
         stems = scen.test_stems(req.class_name)
-        inter = union = 0
+        counts = {p: [0, 0] for p in parts}
         for stem, r in zip(stems, segment(req, "test", stems), strict=True):
             truth = scen.truth(scen.test, stem, req.class_name)
             pred = load_mask(r["mask"])
-            inter += int((pred & truth).sum())
-            union += int((pred | truth).sum())
-        ious[req.class_name] = 100.0 * inter / union if union else float("nan")
+            inter, union = int((pred & truth).sum()), int((pred | truth).sum())
+            for p in ("all", scen.test_part(stem)):
+                counts[p][0] += inter
+                counts[p][1] += union
+        for p, (inter, union) in counts.items():
+            ious[p][req.class_name] = 100.0 * inter / union if union else float("nan")
     return ious
 
 

@@ -43,17 +43,23 @@ class Driver(Protocol):
         """Queue ``picked`` for review, let the oracle label them, sync, retrain and gate."""
         ...
 
-    def test(self, scen: Scenario) -> tuple[dict[str, float], str | None]:
-        """Per-class IoU (percent) of the served system on the test split, and the champion."""
+    def test(self, scen: Scenario) -> tuple[dict[str, dict[str, float]], str | None]:
+        """Per part of the test split (``all``, ``choose``, ``tell``) and class: IoU (percent)
+        of the served system; and the champion."""
         ...
 
 
-def _row(r: int, labels: int, ious: dict[str, float], champion: str | None, seconds: float,
-         seed: int, errors: list[str]) -> dict[str, Any]:  # fmt: skip
-    values = [v for v in ious.values() if v is not None]
-    return {"round": r, "labels": labels, "miou": float(np.mean(values)) if values else None,
-            "class_iou": ious, "champion": champion, "seconds": round(seconds, 1),
-            "seed": seed, "errors": errors}  # fmt: skip
+def _miou(ious: dict[str, float]) -> float | None:
+    values = [v for v in ious.values() if v is not None and v == v]  # not NaN
+    return float(np.mean(values)) if values else None
+
+
+def _row(r: int, labels: int, ious: dict[str, dict[str, float]], champion: str | None,
+         seconds: float, seed: int, errors: list[str]) -> dict[str, Any]:  # fmt: skip
+    parts = {p: {"miou": _miou(v), "class_iou": v} for p, v in ious.items() if p != "all"}
+    return {"round": r, "labels": labels, "miou": _miou(ious["all"]),
+            "class_iou": ious["all"], "parts": parts, "champion": champion,
+            "seconds": round(seconds, 1), "seed": seed, "errors": errors}  # fmt: skip
 
 
 def run_rounds(driver: Driver, scen: Scenario, strategy: str, rounds: int, budget: int,

@@ -33,6 +33,10 @@ class Request:
     queries: list[str]  # stems of the pool images that show the class
 
 
+#: The test split's two parts (:meth:`Scenario.test_part`).
+TEST_PARTS = ("choose", "tell")
+
+
 @dataclass
 class Scenario:
     """Pool, test split and classes of a simulation (see the module docstring)."""
@@ -70,6 +74,13 @@ class Scenario:
     def test_stems(self, name: str) -> list[str]:
         """Test images that show class ``name`` (any pixel of it)."""
         return self.test.images_with_class(self.class_id(name, self.test), 0.0)
+
+    def test_part(self, stem: str) -> str:
+        """``choose`` for the first half of the test split's images (sorted by name: frames of
+        a drive stay together), ``tell`` for the rest. A figure that decides something (a
+        default) is read on ``choose``; the figure reported for it, on ``tell``."""
+        stems = self.test.stems  # sorted
+        return TEST_PARTS[0] if stems.index(stem) < len(stems) // 2 else TEST_PARTS[1]
 
     def truth(self, dataset: FolderDataset, stem: str, name: str) -> np.ndarray:
         """(H, W) bool ground truth of class ``name`` in an image."""

@@ -76,6 +76,9 @@ def _log_round(run_name: str, row: dict[str, Any]) -> None:
     for key in ("labels", "miou", "seconds"):
         if row.get(key) is not None:
             client.log_metric(run_id, key, float(row[key]), step=step)
+    for part, score in row.get("parts", {}).items():
+        if score["miou"] is not None:
+            client.log_metric(run_id, f"miou_{part}", float(score["miou"]), step=step)
     for name, iou in row["class_iou"].items():
         if iou == iou:  # not NaN
             client.log_metric(run_id, f"iou_{name}", float(iou), step=step)

@@ -53,6 +53,12 @@ def test_every_strategy_has_its_rounds(run) -> None:
         assert [r["labels"] for r in rows] == [0, 2, 4]
         assert all(r["miou"] is not None and set(r["class_iou"]) == {"c1", "c2"} for r in rows)
         assert rows[0]["champion"] is None and not any(r["errors"] for r in rows)
+        for r in rows:  # the test split's two halves, each scored on its own images
+            assert set(r["parts"]) == {"choose", "tell"}, r["parts"]
+            assert all(set(p["class_iou"]) == {"c1", "c2"} for p in r["parts"].values())
+            for c, iou in r["class_iou"].items():  # pooled over both halves: between them
+                lo, hi = sorted(p["class_iou"][c] for p in r["parts"].values())
+                assert lo - 1e-6 <= iou <= hi + 1e-6, (c, iou, r["parts"])
     # round 0 is the same system for every strategy: no run's labels reach another run
     first = [saved["strategies"][n][0]["class_iou"] for n in ("uncertainty", "random")]
     assert first[0] == first[1]

@@ -112,7 +112,9 @@ class Scripted:
         return Learned(len(picked), str(self.calls), [])
 
     def test(self, scen):
-        return {"c1": 10.0 + self.labels, "c2": 20.0}, str(self.calls) if self.calls else None
+        tell = {"c1": 11.0 + self.labels, "c2": float("nan")}  # NaN: no image of c2 there
+        scores = {"all": {"c1": 10.0 + self.labels, "c2": 20.0}, "choose": {}, "tell": tell}
+        return scores, str(self.calls) if self.calls else None
 
 
 def test_rounds_report_failures_and_keep_going(data: Path) -> None:
@@ -124,6 +126,9 @@ def test_rounds_report_failures_and_keep_going(data: Path) -> None:
     assert rows[0]["miou"] == 15.0 and rows[1]["miou"] == 17.0 and rows[3]["miou"] == 19.0
     assert rows[2]["errors"] == ["RuntimeError: retrain failed mid-way"]
     assert rows[2]["champion"] == "2" and rows[0]["champion"] is None
+    assert rows[3]["parts"]["tell"]["miou"] == 19.0 and rows[3]["parts"]["choose"]["miou"] is None
+    summary = summarise({"uncertainty": rows})["uncertainty"]["parts"]
+    assert summary["tell"]["miou_mean"] == [11.0, 15.0, 15.0, 19.0]
 
 
 def test_the_report_averages_seeds_and_draws_the_curve(tmp_path: Path) -> None:
