@@ -69,7 +69,8 @@ class InProcess:
 
     def annotate(self, scen: Scenario, picked: list[Candidate]) -> Learned:
         from serving.review import item_from_record
-        from workers.labelstudio.sync import SyncReport, _to_memory, write_label
+        from workers.labelstudio.labelfiles import write_label
+        from workers.labelstudio.sync import SyncReport, _to_memory
 
         labels = self.project / "data" / "labels"
         base = self.project / "base"

@@ -110,7 +110,7 @@ CASES = [
 @pytest.mark.parametrize(("case", "change", "message"), CASES, ids=[c[0] for c in CASES])
 def test_bad_annotation_is_refused_and_writes_nothing(labels, tmp_path, case: str,
                                                       change, message: str) -> None:  # fmt: skip
-    from workers.labelstudio.sync import write_label
+    from workers.labelstudio.labelfiles import write_label
 
     root, uploads, info, base = labels
     task, ann = _task(uploads)
@@ -122,7 +122,7 @@ def test_bad_annotation_is_refused_and_writes_nothing(labels, tmp_path, case: st
 
 
 def test_good_annotation_writes_image_mask_and_provenance(labels) -> None:
-    from workers.labelstudio.sync import write_label
+    from workers.labelstudio.labelfiles import write_label
 
     root, uploads, info, base = labels
     task, ann = _task(uploads)
@@ -135,7 +135,7 @@ def test_good_annotation_writes_image_mask_and_provenance(labels) -> None:
 
 def test_annotations_of_one_image_merge_and_the_newest_wins(labels) -> None:
     from workers.labelstudio.convert import mask_to_result
-    from workers.labelstudio.sync import write_label
+    from workers.labelstudio.labelfiles import write_label
 
     root, uploads, _, base = labels
     allowed = {"road", "car"}
