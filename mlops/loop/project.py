@@ -66,4 +66,7 @@ def write_project(root: Path, scen: Scenario, guard: str = "",
         if not (root / package).exists():
             shutil.copytree(REPO / package, root / package,
                             ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    venv = REPO / ".venv-labelstudio"  # Label Studio's own environment (the snapshot's
+    if venv.is_dir() and not (root / venv.name).exists():  # infra/ looks beside itself)
+        (root / venv.name).symlink_to(venv.resolve(), target_is_directory=True)
     return root

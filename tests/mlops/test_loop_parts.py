@@ -159,3 +159,29 @@ def test_reports_of_separate_runs_merge(tmp_path: Path) -> None:
         merge_reports([one(0, 30.0), one(2, 30.0, test="other")])
     with pytest.raises(InputError, match="not a readable loop report"):
         merge_reports([tmp_path / "missing.json"])
+
+
+def test_the_test_score_takes_empty_masks_and_scores_each_half_apart(
+    data: Path, tmp_path: Path
+) -> None:
+    """A served mask may find nothing (IoU 0, not an error: seed 2 of the README run stopped
+    there); the first half of the test images chooses, the second tells."""
+    from mlops.loop.requests import test_ious
+
+    scen = Scenario.load(data, "train", data, "val", ["c1"], seed=0)
+    stems = list(scen.test.stems)
+    assert [scen.test_part(s) for s in stems] == ["choose"] * (len(stems) // 2) + ["tell"] * (
+        len(stems) - len(stems) // 2)  # fmt: skip
+
+    def segment(req, split, names):  # the truth on the first half, nothing on the second
+        out = []
+        for stem in names:
+            truth = scen.truth(scen.test, stem, req.class_name)
+            mask = truth if scen.test_part(stem) == "choose" else np.zeros_like(truth)
+            Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / f"{stem}.png")
+            out.append({"mask": str(tmp_path / f"{stem}.png")})
+        return out
+
+    ious = test_ious(scen, segment)
+    assert ious["choose"]["c1"] == 100.0 and ious["tell"]["c1"] == 0.0
+    assert 0.0 < ious["all"]["c1"] < 100.0
