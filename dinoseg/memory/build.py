@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dinoseg.io import InputError
 from dinoseg.memory.encoder import MemoryEncoder
@@ -68,6 +69,19 @@ def _open_source(src: Source) -> object | None:
     return FolderDataset(src.root, src.split)
 
 
+def _items(sources: Sequence[Source]) -> tuple[list[tuple[Any, str, str]], list[str]]:
+    """``(dataset, stem, source name)`` of every image of ``sources`` in order, and the
+    sources skipped (an empty labels folder)."""
+    items, skipped = [], []
+    for src in sources:
+        ds = _open_source(src)
+        if ds is None:
+            skipped.append(str(src))
+            continue
+        items += [(ds, stem, f"{src.root.resolve()}:{src.split}/{stem}") for stem in ds.stems]  # type: ignore[attr-defined]
+    return items, skipped
+
+
 def build_memory(
     out: str | Path,
     sources: Sequence[Source],
@@ -89,14 +103,7 @@ def build_memory(
 
     memory = SupportMemory.create(out, encoder)
     stats = BuildStats()
-    items = []
-    skipped = []
-    for src in sources:
-        ds = _open_source(src)
-        if ds is None:
-            skipped.append(str(src))
-            continue
-        items += [(ds, stem, f"{src.root.resolve()}:{src.split}/{stem}") for stem in ds.stems]  # type: ignore[attr-defined]
+    items, skipped = _items(sources)
     stats.skipped_sources = tuple(skipped)
     wanted: set[str] = set()
     with memory.writing():
