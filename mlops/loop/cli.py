@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--budget", type=int, default=10, help="labels per round")
     s.add_argument("--strategy", action="append", default=None,
                    choices=["uncertainty", "balanced", "random", "diverse"],
-                   help="repeatable (default: balanced, the measured winner, and random)")
+                   help="repeatable (default: random, the measured winner, and uncertainty)")
     s.add_argument("--seed", type=int, action="append", default=None,
                    help="repeatable (default: 0); the summary averages the seeds")
     s.add_argument("--guard", default="", metavar="DIR[:SPLIT]",
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings(
         pool=args.pool.resolve(), pool_split=args.pool_split, test=args.test.resolve(),
         test_split=args.test_split, classes=list(args.classes), rounds=args.rounds,
-        budget=args.budget, strategies=args.strategy or ["balanced", "random"],
+        budget=args.budget, strategies=args.strategy or ["random", "uncertainty"],
         seeds=args.seed or [0], out=args.out.resolve(),
         mode="in-process" if args.in_process else "real", guard=args.guard,
     )  # fmt: skip

@@ -6,7 +6,9 @@
   ``uncertainty`` spent every label of a round on the classes the model is worst at (CamVid:
   sign and pedestrian, <= 8 IoU for every method) and none on sky or road: 30 labels moved the
   4-class test mIoU from 33.8 to 34.0 (seed 0; docs/training-notes.md);
-- ``random``: ``budget`` results drawn uniformly (seeded);
+- ``random``: ``budget`` results drawn uniformly (seeded); the measured winner and the default
+  of ``dinoseg loop simulate`` (README, "The loop, measured": 3 seeds, chosen on the first half
+  of the test frames);
 - ``diverse``: among the ``3 * budget`` least confident, a greedy k-center cover of their
   global DINOv2 descriptors (cosine distance), started at the least confident one, so the
   batch does not spend its labels on near-duplicate frames.
