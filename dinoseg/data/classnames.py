@@ -15,19 +15,13 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from dinoseg.data.folder import class_key
 from dinoseg.io import InputError
 
 #: the class of a request that names none: annotators must give its regions a real class
 PLACEHOLDER = "object"
 MAX_LENGTH = 64
-_SEPARATORS = re.compile(r"[\s_]+")
 _ALLOWED = re.compile(r"^[\w\-.'()+&]+$")
-
-
-def class_key(name: str) -> str:
-    """How names are compared, without checking them: lower case, runs of spaces /
-    underscores -> ``_`` (``"Sign Symbol"`` is CamVid's ``sign_symbol``)."""
-    return _SEPARATORS.sub("_", name.strip().lower()).strip("_")
 
 
 def normalize_class_name(name: object) -> str:

@@ -18,13 +18,13 @@ needs a mask with the same stem and vice versa.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from dinoseg.data.classnames import class_key
 from dinoseg.data.folds import DEFAULT_MIN_AREA, min_pixels
 from dinoseg.data.presence import MaskStats, count_labels, load_presence, stems_with_class
 from dinoseg.io import InputError, load_image, load_label_map
@@ -33,6 +33,14 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIXES = (".png",)
 #: ``SPLIT/complete/<stem>.json``: an image's complete classes (see the module docstring).
 COMPLETE_DIR = "complete"
+_SEPARATORS = re.compile(r"[\s_]+")
+
+
+def class_key(name: str) -> str:
+    """How class names compare, without checking them: lower case, runs of spaces /
+    underscores -> ``_`` (``"Sign Symbol"`` is CamVid's ``sign_symbol``;
+    :func:`dinoseg.data.classnames.normalize_class_name` also checks the name)."""
+    return _SEPARATORS.sub("_", name.strip().lower()).strip("_")
 
 
 @dataclass(frozen=True)

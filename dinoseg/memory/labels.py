@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dinoseg.data.classnames import class_key
+from dinoseg.data.folder import class_key
 from dinoseg.preprocess import Geometry
 
 #: A patch takes part in votes when at least this share of its pixels is labelled.

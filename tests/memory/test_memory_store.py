@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dinoseg.backbone import DinoBackbone
-from dinoseg.data.classnames import class_key
+from dinoseg.data.folder import class_key
 from dinoseg.io import InputError
 from dinoseg.memory import MemoryEncoder, Source, SupportMemory, build_memory, image_hash
 from dinoseg.memory.labels import label_hash, patch_fractions
