@@ -33,6 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--labels", type=Path, required=True, help="class-index PNG")
     a.add_argument("--classes", type=Path, required=True, help="the labels' classes.json")
     a.add_argument("--source", default=None, help="provenance (default: the image path)")
+    a.add_argument("--complete", nargs="+", default=[], metavar="NAME",
+                   help="classes labelled wherever they are in the image: its unlabelled "
+                   "pixels are examples of 'not that class' (a one-class label)")
     i = verbs.add_parser("info", help="print a memory's manifest")
     i.add_argument("memory", type=Path)
 
@@ -110,7 +113,8 @@ def _add(args: argparse.Namespace) -> int:
     settings = SupportMemory.open(args.memory).settings
     memory = SupportMemory.open(args.memory, encoder=load_encoder(settings))
     image, labels = load_image(args.image), load_label_map(args.labels)
-    added = memory.add(image, labels, info.names, args.source or str(args.image))
+    added = memory.add(image, labels, info.names, args.source or str(args.image),
+                       complete=args.complete)
     print(json.dumps({"memory": str(args.memory), "added": added, "version": memory.version}))
     return 0
 

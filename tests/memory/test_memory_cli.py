@@ -80,6 +80,9 @@ def test_memory_build_add_info_and_predict(
     assert main(["memory", "info", str(mem)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["images"] == 7 and info["version"] == added["version"]
+    assert main([*add, "--complete", "thing"]) == 0  # the same label, now marked complete
+    marked = json.loads(capsys.readouterr().out)
+    assert marked["added"] and marked["version"] != added["version"]
 
     support, s_lab = scene(0, (14, 14, 42, 56), YELLOW)
     query, _ = scene(1, (42, 28, 70, 70), CYAN)
