@@ -13,13 +13,9 @@ from mlops.loop.simulate import Settings, run_all
 from tests.conftest import tiny_dinov2, write_synthetic_dataset
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory) -> tuple[Path, dict]:
-    import os
-
-    tmp = tmp_path_factory.mktemp("loop-run")
-    write_synthetic_dataset(tmp / "data", n_train=10, n_val=4)
-    tiny_dinov2(layers=2).save_pretrained(tmp / "bb")
+def tiny_settings(tmp: Path, out: str, strategies: list[str], rounds: int) -> Settings:
+    """The loop on ``tmp/data`` (synthetic) with the tiny backbone saved in ``tmp/bb``, budget 2,
+    seed 0, results in ``tmp/<out>`` (shared with the real-stack test)."""
     bb = str(tmp / "bb")
     params = {
         "train": {"backbone": bb, "layers": [1, 2]},
@@ -29,10 +25,19 @@ def run(tmp_path_factory) -> tuple[Path, dict]:
         "memory": {"backbone": bb, "layer": 2, "image_size": 70},
         "prepare": {"served_episodes": 10, "val_episodes": 8},
     }  # fmt: skip
-    settings = Settings(pool=tmp / "data", pool_split="train", test=tmp / "data",
-                        test_split="val", classes=["c1", "c2"], rounds=2, budget=2,
-                        strategies=["uncertainty", "random"], seeds=[0], out=tmp / "out",
-                        extra={"params": params})  # fmt: skip
+    return Settings(pool=tmp / "data", pool_split="train", test=tmp / "data", test_split="val",
+                    classes=["c1", "c2"], rounds=rounds, budget=2, strategies=strategies,
+                    seeds=[0], out=tmp / out, extra={"params": params})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, dict]:
+    import os
+
+    tmp = tmp_path_factory.mktemp("loop-run")
+    write_synthetic_dataset(tmp / "data", n_train=10, n_val=4)
+    tiny_dinov2(layers=2).save_pretrained(tmp / "bb")
+    settings = tiny_settings(tmp, "out", ["uncertainty", "random"], rounds=2)
     old = {k: os.environ.get(k) for k in ("DINOSEG_CACHE", "OMP_NUM_THREADS")}
     os.environ.update(DINOSEG_CACHE=str(tmp / "cache"), OMP_NUM_THREADS="1")
     try:

@@ -6,27 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
-from mlops.loop.simulate import Settings, run_all
+from mlops.loop.simulate import run_all
 from tests.conftest import tiny_dinov2, write_synthetic_dataset
-
-
-def _settings(tmp: Path, out: str) -> Settings:
-    bb = str(tmp / "bb")
-    params = {
-        "train": {"backbone": bb, "layers": [1, 2]},
-        "serving": {"image_size": 70, "feature_cache_mb": 64},
-        "heads": {"backbone": bb, "layers": [1, 2], "blocks": [2], "image_size": 70, "steps": 20,
-                  "warm_steps": 10, "eval_every": 10, "threads": 1},
-        "memory": {"backbone": bb, "layer": 2, "image_size": 70},
-        "prepare": {"served_episodes": 10, "val_episodes": 8},
-    }  # fmt: skip
-    return Settings(pool=tmp / "data", pool_split="train", test=tmp / "data", test_split="val",
-                    classes=["c1", "c2"], rounds=1, budget=2, strategies=["random"], seeds=[0],
-                    out=tmp / out, extra={"params": params})  # fmt: skip
+from tests.mlops.test_loop_inprocess import tiny_settings
 
 
 def test_the_loop_on_the_real_stack_labels_through_label_studio(tmp_path, monkeypatch) -> None:
@@ -42,8 +27,9 @@ def test_the_loop_on_the_real_stack_labels_through_label_studio(tmp_path, monkey
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for key in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"):  # the stack sets its own
         monkeypatch.setenv(key, os.environ.get(key, ""))
-    real = run_all(_settings(tmp_path, "real"), RealStack)["strategies"]["random"]
-    local = run_all(_settings(tmp_path, "local"), InProcess)["strategies"]["random"]
+    real = run_all(tiny_settings(tmp_path, "real", ["random"], 1), RealStack)
+    local = run_all(tiny_settings(tmp_path, "local", ["random"], 1), InProcess)
+    real, local = real["strategies"]["random"], local["strategies"]["random"]
     assert [r["labels"] for r in real] == [0, 2] and not any(r["errors"] for r in real), real
     assert real[0]["class_iou"] == pytest.approx(local[0]["class_iou"], abs=1e-6)
     project = tmp_path / "real" / "runs" / "random-seed0" / "project"
