@@ -218,11 +218,13 @@ class FolderDataset:
         one of the image's :meth:`complete_classes`)."""
         image, labels = self.load_stem(stem)
         mask = (labels == class_id).astype(np.uint8)
-        name = class_key(self.info.names.get(class_id, ""))
-        complete = {class_key(n) for n in self.complete_classes(stem)}
-        if self.ignore_index is not None and (not name or name not in complete):
+        if self.ignore_index is not None and not self._complete(stem, class_id):
             mask[labels == self.ignore_index] = 255
         return image, mask
+
+    def _complete(self, stem: str, class_id: int) -> bool:
+        name = self.info.names.get(class_id)
+        return name is not None and class_key(name) in map(class_key, self.complete_classes(stem))
 
     def complete_classes(self, stem: str) -> tuple[str, ...]:
         """Names of the classes labelled wherever they are in image ``stem``

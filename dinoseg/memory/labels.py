@@ -91,7 +91,8 @@ def patch_fractions(
     ph, pw = geom.padded
     lab = F.pad(lab, (0, pw - rw, 0, ph - rh), value=-1)
     present = sorted(int(v) for v in torch.unique(lab).tolist() if int(v) in class_names)
-    by_name: dict[str, list[int]] = {class_key(n): [] for n in complete}
+    done = {class_key(n) for n in complete}
+    by_name: dict[str, list[int]] = {n: [] for n in done}
     for v in present:  # two ids may share a name: their pixels add up
         by_name.setdefault(class_key(class_names[v]), []).append(v)
     names = sorted(by_name)
@@ -100,7 +101,7 @@ def patch_fractions(
     stack = torch.stack([*planes, labelled, (lab != -1).float()])[None]  # (1, M + 2, Hp, Wp)
     pooled = F.avg_pool2d(stack, patch)[0].reshape(len(names) + 2, -1)  # (M + 2, P)
     cover, image = pooled[-2], pooled[-1]
-    done = {class_key(n) for n in complete}
-    known = torch.stack([image if n in done else cover for n in names]).reshape(len(names), -1)
+    is_done = torch.tensor([n in done for n in names], dtype=torch.bool)[:, None]  # (M, 1)
+    known = torch.where(is_done, image, cover)  # (M, P): the pixels each fraction is over
     fractions = torch.where(known >= MIN_LABELLED, pooled[:-2] / known.clamp_min(1e-6), torch.nan)
     return names, fractions.T.contiguous().numpy(), cover.numpy()

@@ -234,7 +234,7 @@ class SupportMemory:
                 label_map, class_names, geom, self.settings.patch, complete
             )
             frac = torch.from_numpy(fractions)
-            keep = ~frac.isnan().all(1) if names else torch.zeros(len(cover), dtype=torch.bool)
+            keep = ~frac.isnan().all(1)  # some class's share is known (none: no class)
             keys = F.normalize(feats.flatten(1).T, dim=1)[keep].half()
             self._files.write(h, lh, keys, frac[keep].half(), names)
             pixels = np.nan_to_num(fractions).T @ cover  # (M,) labelled pixels per class

@@ -35,6 +35,8 @@ def test_patch_fractions_exclude_void_and_padding() -> None:
     padded = plan_geometry(28, 35, image_size=35, patch=14)  # 35 -> padded to 42
     _, _, cover = patch_fractions(labels[:, :35], NAMES, padded, 14)
     assert cover[2] == pytest.approx(0.5)  # 7 of 14 columns are padding
+    names, frac, cover = patch_fractions(np.full((28, 42), 9), NAMES, geom, 14)  # void only
+    assert names == [] and frac.shape == (6, 0) and not cover.any()
 
 
 def test_a_complete_class_counts_unlabelled_pixels_as_not_that_class() -> None:
