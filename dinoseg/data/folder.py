@@ -43,6 +43,19 @@ def class_key(name: str) -> str:
     return _SEPARATORS.sub("_", name.strip().lower()).strip("_")
 
 
+def read_complete(path: Path) -> tuple[str, ...]:
+    """The class names of a ``complete/<stem>.json`` file; none when it is absent."""
+    if not path.is_file():
+        return ()
+    try:
+        names = json.loads(path.read_text())["classes"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f'{path}: expected {{"classes": ["name", ...]}} ({e})') from e
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InputError(f'{path}: "classes" must be a list of class names')
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class ClassInfo:
     """Contents of ``classes.json``.
@@ -229,16 +242,7 @@ class FolderDataset:
     def complete_classes(self, stem: str) -> tuple[str, ...]:
         """Names of the classes labelled wherever they are in image ``stem``
         (``SPLIT/complete/<stem>.json``; none when that file is absent)."""
-        path = self.root / self.split / COMPLETE_DIR / f"{stem}.json"
-        if not path.is_file():
-            return ()
-        try:
-            names = json.loads(path.read_text())["classes"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise InputError(f'{path}: expected {{"classes": ["name", ...]}} ({e})') from e
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise InputError(f'{path}: "classes" must be a list of class names')
-        return tuple(names)
+        return read_complete(self.root / self.split / COMPLETE_DIR / f"{stem}.json")
 
     def _scan(self, stem: str, mask_file: Path) -> MaskStats:
         labels = load_label_map(mask_file)

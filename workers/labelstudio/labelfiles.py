@@ -34,7 +34,7 @@ from PIL import Image
 
 from dinoseg import runtime
 from dinoseg.data.classnames import PLACEHOLDER, add_class, normalize_class_name
-from dinoseg.data.folder import COMPLETE_DIR, ClassInfo, read_classes
+from dinoseg.data.folder import COMPLETE_DIR, ClassInfo, read_classes, read_complete
 from dinoseg.io import InputError, load_image
 from workers.labelstudio.convert import result_to_mask
 
@@ -160,7 +160,7 @@ def _mark_complete(root: Path, stem: str, task: dict[str, Any]) -> None:
     if asked == PLACEHOLDER:
         return
     path = root / "train" / COMPLETE_DIR / f"{stem}.json"
-    known = json.loads(path.read_text()).get("classes", []) if path.is_file() else []
+    known = read_complete(path)
     if asked not in known:
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_json({"classes": sorted({*known, asked})}, path)
