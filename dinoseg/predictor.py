@@ -14,25 +14,19 @@ from torch import Tensor, nn
 from dinoseg.backbone import DEFAULT_BACKBONE, DinoBackbone, load_backbone
 from dinoseg.confidence import mask_confidence
 from dinoseg.device import autocast, module_device, resolve_device
+from dinoseg.inputs import check_image, check_support, shape_batches, support_tensors
 from dinoseg.io import InputError
 from dinoseg.memory.labels import image_hash
 from dinoseg.memory.vote import MemoryMode, memory_vote, mix_vote
 from dinoseg.models.knn import support_keys
 from dinoseg.modelspec import parse_model_spec, resolve_model_spec
-from dinoseg.preprocess import (
-    Geometry,
-    image_to_tensor,
-    logits_to_image,
-    mask_to_tensor,
-    plan_geometry,
-)
+from dinoseg.preprocess import Geometry, image_to_tensor, logits_to_image, plan_geometry
 
 if TYPE_CHECKING:
     from dinoseg.memory.store import SupportMemory
 
 #: Default long side (px) images are resized to before encoding (see README, "Image size").
 DEFAULT_IMAGE_SIZE = 448
-MAX_SHOTS = 20
 
 
 @dataclass
@@ -51,14 +45,6 @@ class Prediction:
     prob: np.ndarray
     confidence: float
     retrieved: tuple[str, ...] = ()
-
-
-def _check_image(image: np.ndarray, what: str) -> None:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        shape = getattr(image, "shape", type(image).__name__)
-        raise InputError(f"{what}: expected an (H, W, 3) RGB array, got {shape}")
-    if image.dtype != np.uint8:
-        raise InputError(f"{what}: expected uint8 pixels, got {image.dtype}")
 
 
 class FewShotPredictor:
@@ -158,27 +144,8 @@ class FewShotPredictor:
             class_name: what the masks mark (e.g. ``"road"``); with an attached memory the
                 queries also use its labelled images of this class. ``None``: the support alone.
         """
-        if not images:
-            raise InputError("at least one support image with a mask is needed")
-        if len(images) != len(masks):
-            raise InputError(f"{len(images)} support images but {len(masks)} masks")
-        if len(images) > MAX_SHOTS:
-            raise InputError(f"at most {MAX_SHOTS} support images, got {len(images)}")
-        for i, (img, m) in enumerate(zip(images, masks, strict=True)):
-            _check_image(img, f"support {i + 1}")
-            if m.shape != img.shape[:2]:
-                raise InputError(
-                    f"support {i + 1}: mask is {m.shape[1]}x{m.shape[0]} but the image is "
-                    f"{img.shape[1]}x{img.shape[0]}"
-                )
-            if not np.any(m):
-                raise InputError(f"support {i + 1}: the mask is empty; mark the object")
-        ref = self._geometry(images[0])
-        geoms = [Geometry(img.shape[:2], ref.resized, ref.padded) for img in images]
-        pix = torch.stack([image_to_tensor(i, g) for i, g in zip(images, geoms, strict=True)])
-        msk = torch.stack(
-            [mask_to_tensor(np.asarray(m, bool), g) for m, g in zip(masks, geoms, strict=True)]
-        )
+        check_support(images, masks)
+        pix, msk = support_tensors(images, masks, self._geometry(images[0]))
         feats = [f[None] for f in self.encode(pix)]  # (1, K, C, h, w)
         self._support = (feats, msk[None].to(self.device))  # masks (1, K, Hp, Wp)
         self.class_name = class_name
@@ -202,23 +169,15 @@ class FewShotPredictor:
         if self._support is None:
             raise InputError("set the support (images and masks) before predicting")
         for i, q in enumerate(queries):
-            _check_image(q, f"query {i + 1}")
+            check_image(q, f"query {i + 1}")
         if self.memory is not None and self.class_name is not None:
             self.memory.refresh()  # a label added since (by any process) helps at once
         geoms = [self._geometry(q) for q in queries]
         results: list[Prediction | None] = [None] * len(queries)
-        by_shape: dict[tuple[int, int], list[int]] = {}
-        for i, g in enumerate(geoms):
-            by_shape.setdefault(g.padded, []).append(i)
-        for idx in by_shape.values():
-            for start in range(0, len(idx), self.batch_size):
-                chunk = idx[start : start + self.batch_size]
-                for i, p in zip(
-                    chunk,
-                    self._predict_batch([queries[i] for i in chunk], [geoms[i] for i in chunk]),
-                    strict=True,
-                ):
-                    results[i] = p
+        for chunk in shape_batches(geoms, self.batch_size):
+            batch = self._predict_batch([queries[i] for i in chunk], [geoms[i] for i in chunk])
+            for i, p in zip(chunk, batch, strict=True):
+                results[i] = p
         return [r for r in results if r is not None]
 
     def _predict_batch(self, images: list[np.ndarray], geoms: list[Geometry]) -> list[Prediction]:

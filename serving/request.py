@@ -20,9 +20,9 @@ from typing import Any
 
 from dinoseg import runtime
 from dinoseg.data.classnames import normalize_class_name
+from dinoseg.inputs import MAX_SHOTS
 from dinoseg.io import InputError
 from dinoseg.modelspec import parse_model_spec
-from dinoseg.predictor import MAX_SHOTS
 
 MAX_QUERIES = 64
 
