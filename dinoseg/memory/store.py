@@ -23,11 +23,9 @@ and the review loop can share a directory; readers call :meth:`SupportMemory.ref
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +35,8 @@ from torch import Tensor
 
 from dinoseg.io import InputError
 from dinoseg.memory.encoder import EncoderSettings, MemoryEncoder
-from dinoseg.memory.files import PatchFiles, atomic_write, read_meta, stamp
+from dinoseg.memory.files import PatchFiles, read_meta, stamp
+from dinoseg.memory.index import memory_version, read_index, write_index, write_manifest
 from dinoseg.memory.labels import (
     MemoryEntry,
     class_key,
@@ -46,17 +45,8 @@ from dinoseg.memory.labels import (
     patch_fractions,
 )
 
-FORMAT = "dinoseg-memory-v1"
 #: Default byte budget of patch files kept in memory.
 DEFAULT_CACHE_BYTES = 1024**3
-
-
-def memory_version(settings: EncoderSettings, pairs: Iterable[tuple[str, str]]) -> str:
-    """SHA-256 of the format, the encoder settings and the sorted (image, label) hash pairs."""
-    h = hashlib.sha256(f"{FORMAT}|{json.dumps(settings.as_dict(), sort_keys=True)}|".encode())
-    for image, labels in sorted(pairs):
-        h.update(f"{image}:{labels}\n".encode())
-    return h.hexdigest()
 
 
 class SupportMemory:
@@ -271,38 +261,16 @@ class SupportMemory:
 
     def save(self) -> None:
         """Write the index and the manifest (atomically, index first)."""
-        from safetensors.torch import save_file
-
-        c = self.descriptors.shape[1] if self.descriptors.numel() else 1
-        desc = self.descriptors if self.descriptors.numel() else torch.zeros(0, c)
-        meta = {
-            "format": FORMAT,
-            "encoder": json.dumps(self.settings.as_dict()),
-            "entries": json.dumps([asdict(e) for e in self.entries]),
-        }
-        index = self.root / "index.safetensors"
-        atomic_write(index, lambda tmp: save_file({"descriptors": desc}, str(tmp), metadata=meta))
-        self._stamp = stamp(index)
-        manifest = {
-            "format": FORMAT, "version": self.version, "images": len(self.entries),
-            "encoder": self.settings.as_dict(), "classes": self.classes,
-        }  # fmt: skip
-        text = json.dumps(manifest, indent=1) + "\n"
-        atomic_write(self.root / "manifest.json", lambda tmp: tmp.write_text(text))
+        self._stamp = write_index(self.root, self.settings, self.entries, self.descriptors)
+        write_manifest(self.root, self.settings, self.version, len(self.entries), self.classes)
 
     def refresh(self) -> bool:
         """Re-read the index if it changed on disk since it was last read or written here."""
         index = self.root / "index.safetensors"
         if not index.is_file() or stamp(index) == self._stamp:
             return False
-        from safetensors.torch import load_file
-
         current = stamp(index)
-        meta = read_meta(index)
-        if meta.get("format") != FORMAT:
-            raise InputError(f"{index}: format {meta.get('format')!r}, expected {FORMAT}")
-        self.entries = [MemoryEntry(**e) for e in json.loads(meta["entries"])]
-        self.descriptors = load_file(str(index))["descriptors"]
+        self.entries, self.descriptors = read_index(index)
         self._stamp = current
         self._reindex()
         return True
