@@ -117,6 +117,37 @@ def compare(backbone: DinoBackbone, onnx_model: OnnxBackbone, size: tuple[int, i
     return max(float(d.max()) for d in diffs), float(np.mean([float(d.mean()) for d in diffs]))
 
 
+def _metadata(backbone: DinoBackbone, opset: int, trace_size: tuple[int, int]) -> dict[str, Any]:
+    """``dinoseg_export.json`` before the files are written (``files`` empty)."""
+    return {
+        "format": EXPORT_FORMAT, "dinoseg_version": dinoseg_version(), "opset": opset,
+        "torch_version": torch.__version__, "trace_size": list(trace_size),
+        "backbone": {
+            "spec": backbone.spec, "weights_digest": weights_digest(backbone),
+            "layers": list(backbone.layers), "norm": backbone.norm,
+            "patch_size": backbone.patch_size, "embed_dim": backbone.embed_dim,
+            "depth": backbone.depth, "num_prefix_tokens": backbone.num_prefix_tokens,
+        },
+        "input": {"name": INPUT_NAME, "shape": ["batch", 3, "height", "width"]},
+        "files": {},
+    }  # fmt: skip
+
+
+def _verify(backbone: DinoBackbone, out: Path, names: list[str], meta: dict[str, Any],
+            verify_size: tuple[int, int]) -> None:  # fmt: skip
+    """Compare each written file with torch on a (2, 3, H, W) input of ``verify_size``; record
+    the differences in ``meta["files"]``. The fp32 graph off by more than :data:`FP32_ATOL`
+    removes the metadata file and raises :class:`ExportError`."""
+    for name in names:
+        model = OnnxBackbone(out / name, threads=torch.get_num_threads())
+        worst, mean = compare(backbone, model, verify_size)
+        meta["files"][name].update(verify_size=list(verify_size), max_abs_diff=worst,
+                                   mean_abs_diff=mean)  # fmt: skip
+        if name == FP32_NAME and not worst <= FP32_ATOL:
+            (out / META_NAME).unlink()
+            raise ExportError(f"{out / name} differs from torch by {worst:.2e} (> {FP32_ATOL:g})")
+
+
 def export_backbone(
     backbone: DinoBackbone,
     out_dir: str | Path,
@@ -146,18 +177,7 @@ def export_backbone(
     backbone = backbone.to("cpu")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    meta: dict[str, Any] = {
-        "format": EXPORT_FORMAT, "dinoseg_version": dinoseg_version(), "opset": opset,
-        "torch_version": torch.__version__, "trace_size": list(trace_size),
-        "backbone": {
-            "spec": backbone.spec, "weights_digest": weights_digest(backbone),
-            "layers": list(backbone.layers), "norm": backbone.norm, "patch_size": p,
-            "embed_dim": backbone.embed_dim, "depth": backbone.depth,
-            "num_prefix_tokens": backbone.num_prefix_tokens,
-        },
-        "input": {"name": INPUT_NAME, "shape": ["batch", 3, "height", "width"]},
-        "files": {},
-    }  # fmt: skip
+    meta = _metadata(backbone, opset, trace_size)
     (out / META_NAME).unlink(missing_ok=True)  # a half-written export is never loadable
     _trace(backbone, out / FP32_NAME, trace_size, opset)
     names = [FP32_NAME]
@@ -169,13 +189,6 @@ def export_backbone(
                                "precision": "int8" if name == INT8_NAME else "fp32"}  # fmt: skip
     meta_path = out / META_NAME
     meta_path.write_text(json.dumps(meta, indent=2))
-    for name in names:
-        model = OnnxBackbone(out / name, threads=torch.get_num_threads())
-        worst, mean = compare(backbone, model, verify_size)
-        meta["files"][name].update(verify_size=list(verify_size), max_abs_diff=worst,
-                                   mean_abs_diff=mean)  # fmt: skip
-        if name == FP32_NAME and not worst <= FP32_ATOL:
-            meta_path.unlink()
-            raise ExportError(f"{out / name} differs from torch by {worst:.2e} (> {FP32_ATOL:g})")
+    _verify(backbone, out, names, meta, verify_size)
     meta_path.write_text(json.dumps(meta, indent=2))
     return ExportResult(out, meta["files"], meta_path)
