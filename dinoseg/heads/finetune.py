@@ -38,6 +38,8 @@ STRATEGIES = ("frozen", "finetune", "progressive")
 STAT_ITEMS = 64
 
 State = dict[str, dict[str, Tensor]]
+#: The best validation point so far: (mIoU or 0, step, weights, validation).
+Best = tuple[float, int, State, dict[str, Any]]
 
 
 @dataclass
@@ -195,42 +197,89 @@ def fit_tuned(
     start = time.perf_counter()
     weights = class_weights(fit, len(head.classes), schedule.balance)
     draw = BatchDraw(fit, schedule)
-    groups = [{"params": list(head.parameters()), "lr": schedule.lr}]
-    if split.tune_count:
-        groups.append({"params": list(split.tuned.parameters()), "lr": plan.backbone_lr})
-    opt = torch.optim.AdamW(groups, weight_decay=schedule.weight_decay)
+    opt = _optimizer(head, split, schedule, plan)
     bases = [g["lr"] for g in opt.param_groups]
     history: list[dict[str, Any]] = []
-    best: tuple[float, int, State, dict[str, Any]] | None = None
+    best: Best | None = None
     good: tuple[int, State | None] = (0, None)
     head.train()
     for step in range(schedule.steps):
         split.set_trainable(plan.training(step, schedule.steps))
         batch = [fit[i] for i in draw(step)]
-        cosine = 0.5 * (1.0 + math.cos(math.pi * step / max(1, schedule.steps)))
-        for g, base in zip(opt.param_groups, bases, strict=True):
-            g["lr"] = base * cosine
-        loss = soft_ce(logits(head, split, batch), torch.stack([b.target for b in batch]),
-                       torch.stack([b.cover for b in batch]), weights)  # fmt: skip
+        loss = _train_step(head, split, opt, bases, batch, weights, step, schedule.steps)
         if not torch.isfinite(loss):
             raise TrainingDiverged(step + 1, float(loss.detach()), good[1], good[0])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
         done = step + 1
         if done % schedule.eval_every == 0 or done == schedule.steps:
-            good = (done, _state(head, split))
+            state = _state(head, split)
+            good = (done, state)
             record = {"step": done, "loss": float(loss.detach()), "training_blocks":
                       plan.training(step, schedule.steps),
                       "seconds": time.perf_counter() - start}  # fmt: skip
-            if val:
-                score = validate(head, split, val)
-                record["val_miou"] = score["miou"]
-                if best is None or (score["miou"] or 0.0) > best[0]:
-                    best = (score["miou"] or 0.0, done, good[1], score)  # type: ignore[assignment]
+            best = _validate_point(head, split, val, record, best, state)
             history.append(record)
             if on_eval:
                 on_eval(record)
+    return _finish(head, split, best, history, schedule, weights, start)
+
+
+def _optimizer(head: SegHead, split: SplitBackbone, schedule: Schedule,
+               plan: TunePlan) -> torch.optim.AdamW:  # fmt: skip
+    """AdamW over the head (at ``schedule.lr``) and the tuned blocks (at ``plan.backbone_lr``)."""
+    groups = [{"params": list(head.parameters()), "lr": schedule.lr}]
+    if split.tune_count:
+        groups.append({"params": list(split.tuned.parameters()), "lr": plan.backbone_lr})
+    return torch.optim.AdamW(groups, weight_decay=schedule.weight_decay)
+
+
+def _train_step(
+    head: SegHead,
+    split: SplitBackbone,
+    opt: torch.optim.Optimizer,
+    bases: list[float],
+    batch: list[TuneItem],
+    weights: Tensor,
+    step: int,
+    steps: int,
+) -> Tensor:
+    """One step at the cosine-decayed learning rates (``bases`` at step 0); returns the scalar
+    loss. A loss that is not finite is returned before any gradient is taken."""
+    cosine = 0.5 * (1.0 + math.cos(math.pi * step / max(1, steps)))
+    for g, base in zip(opt.param_groups, bases, strict=True):
+        g["lr"] = base * cosine
+    loss = soft_ce(logits(head, split, batch), torch.stack([b.target for b in batch]),
+                   torch.stack([b.cover for b in batch]), weights)  # fmt: skip
+    if not torch.isfinite(loss):
+        return loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def _validate_point(
+    head: SegHead,
+    split: SplitBackbone,
+    val: Sequence[TuneItem],
+    record: dict[str, Any],
+    best: Best | None,
+    state: State,
+) -> Best | None:
+    """Score ``val`` (when given) into ``record["val_miou"]``; the new best point, ``state``
+    being the current weights."""
+    if not val:
+        return best
+    score = validate(head, split, val)
+    record["val_miou"] = score["miou"]
+    if best is None or (score["miou"] or 0.0) > best[0]:
+        return (score["miou"] or 0.0, record["step"], state, score)
+    return best
+
+
+def _finish(head: SegHead, split: SplitBackbone, best: Best | None,
+            history: list[dict[str, Any]], schedule: Schedule, weights: Tensor,
+            start: float) -> dict[str, Any]:  # fmt: skip
+    """Load the best point's weights (if any), back to eval mode, and the summary."""
     if best is not None:
         load_state(head, split, best[2])
     head.eval()
