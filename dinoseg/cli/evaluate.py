@@ -19,6 +19,22 @@ from dinoseg.io import InputError
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate few-shot models on seeded episodes")
+    _add_episode_args(p)
+    _add_model_args(p)
+    p.add_argument(
+        "--min-area",
+        type=float,
+        default=DEFAULT_MIN_AREA,
+        help=f"minimum class area as a fraction of the image (default {DEFAULT_MIN_AREA})",
+    )
+    _add_output_args(p)
+    _add_memory_args(p)
+    p.add_argument("--examples", type=int, default=3, help="example overlays to draw")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_episode_args(p: argparse.ArgumentParser) -> None:
+    """The dataset, its classes and the episodes drawn from it."""
     p.add_argument("--data", required=True, type=Path, help="dataset folder (with classes.json)")
     p.add_argument("--split", default="val", help="split sub-folder (default: val)")
     which = p.add_mutually_exclusive_group()
@@ -38,6 +54,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shots", type=int, default=1, help="support images per episode")
     p.add_argument("--episodes", type=int, default=1000, help="number of episodes")
     p.add_argument("--seed", type=int, default=0, help="episode seed")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """The models compared and where they run."""
     p.add_argument(
         "--model",
         action="append",
@@ -52,12 +72,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--image-size", type=int, default=None, help="long side fed to the encoder")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
-    p.add_argument(
-        "--min-area",
-        type=float,
-        default=DEFAULT_MIN_AREA,
-        help=f"minimum class area as a fraction of the image (default {DEFAULT_MIN_AREA})",
-    )
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    """The report and the feature cache."""
     p.add_argument("--out", required=True, type=Path, help="report JSON path (plots go beside it)")
     p.add_argument(
         "--feature-cache",
@@ -67,6 +85,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="keep backbone features on disk here, shared by later runs",
     )
     p.add_argument("--cache-gb", type=float, default=2.0, help="in-memory feature cache budget")
+
+
+def _add_memory_args(p: argparse.ArgumentParser) -> None:
+    """The support memory each model also runs with."""
     p.add_argument(
         "--memory",
         default=None,
@@ -87,8 +109,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="where a --memory DATA:SPLIT is built (default: under $DINOSEG_CACHE/memory)",
     )
-    p.add_argument("--examples", type=int, default=3, help="example overlays to draw")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _classes(args: argparse.Namespace, dataset: Any) -> tuple[list[int] | None, dict[str, Any]]:
