@@ -130,6 +130,58 @@ def summarise(conf: np.ndarray, meter: Any, names: Sequence[str], safety: Sequen
     }
 
 
+def _read_pair(split_dir: Path, stem: str, max_pixels: int) -> tuple[Any, np.ndarray]:
+    """The image ``<split>/images/<stem>.*`` opened as a large image (its ``shape`` (H, W))
+    and its (H, W) label map ``<split>/masks/<stem>.png``; :class:`InputError` when the sizes
+    differ."""
+    from dinoseg.aerial.reader import open_large_image
+    from dinoseg.io import load_label_map
+
+    image_file = next(p for p in (split_dir / "images").glob(f"{stem}.*"))
+    source = open_large_image(image_file, max_pixels=max_pixels)
+    gt = load_label_map(split_dir / "masks" / f"{stem}.png")
+    if gt.shape != source.shape:
+        raise InputError(f"{stem}: mask {gt.shape[::-1]} but image {source.shape[::-1]}")
+    return source, gt
+
+
+def _timed_segment(source: Any, method: AerialMethod, cfg: AerialConfig,
+                   sam: Any) -> tuple[np.ndarray, float, float]:  # fmt: skip
+    """:func:`~dinoseg.aerial.pipeline.segment_map`'s (H, W) labels, with its wall and process
+    CPU seconds."""
+    from dinoseg.aerial.pipeline import segment_map
+
+    t, c = time.perf_counter(), time.process_time()
+    labels, _ = segment_map(source, method, cfg, sam=sam)
+    return labels, time.perf_counter() - t, time.process_time() - c
+
+
+def _score(stem: str, pred: np.ndarray, gt: np.ndarray, ignore: int | None, conf: np.ndarray,
+           meter: Any) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Add one map to the confusion ``conf`` (n, n + 1) and to ``meter``, in place.
+
+    Args:
+        pred: (H, W) folder class indices (``n``: wrong).
+        gt: (H, W) label map (255 or ``ignore``: unlabelled).
+
+    Returns:
+        ``gt`` with its unlabelled pixels at 0, and the (H, W) bool labelled pixels.
+    """
+    n = conf.shape[0]
+    unlabelled = (gt == IGNORE) | (gt == (IGNORE if ignore is None else ignore))
+    bad = np.unique(gt[~unlabelled & ((gt < 0) | (gt >= n))])
+    if bad.size:
+        raise InputError(f"{stem}: mask values {bad.tolist()[:5]} are not classes 0..{n - 1}")
+    valid = ~unlabelled
+    gt = np.where(valid, gt, 0)
+    conf += np.bincount(gt[valid] * (n + 1) + pred[valid],
+                        minlength=n * (n + 1)).reshape(n, n + 1)  # fmt: skip
+    for i in range(n):
+        target = np.where(valid, (gt == i).astype(np.uint8), IGNORE).astype(np.uint8)
+        meter.update(pred == i, target, i)
+    return gt, valid
+
+
 def evaluate_method(
     method: AerialMethod,
     cfg: AerialConfig,
@@ -144,10 +196,7 @@ def evaluate_method(
 ) -> dict[str, Any]:
     """Run ``method`` over a labelled split and score it (see the module docstring)."""
     from dinoseg.aerial.categories import read_class_names
-    from dinoseg.aerial.pipeline import segment_map
-    from dinoseg.aerial.reader import open_large_image
     from dinoseg.data.folder import read_classes
-    from dinoseg.io import load_label_map
     from dinoseg.metrics import SegmentationMeter
 
     root = Path(root)
@@ -165,28 +214,13 @@ def evaluate_method(
     images, seconds, cpu, mp = [], 0.0, 0.0, 0.0
     split_dir = root / split
     for k, stem in enumerate(stems):
-        image_file = next(p for p in (split_dir / "images").glob(f"{stem}.*"))
-        source = open_large_image(image_file, max_pixels=cfg.max_pixels)
-        gt = load_label_map(split_dir / "masks" / f"{stem}.png")
-        if gt.shape != source.shape:
-            raise InputError(f"{stem}: mask {gt.shape[::-1]} but image {source.shape[::-1]}")
-        t, c = time.perf_counter(), time.process_time()
-        labels, _ = segment_map(source, method, cfg, sam=sam)
-        seconds += time.perf_counter() - t
-        cpu += time.process_time() - c
+        source, gt = _read_pair(split_dir, stem, cfg.max_pixels)
+        labels, wall, proc = _timed_segment(source, method, cfg, sam)
+        seconds += wall
+        cpu += proc
         mp += source.megapixels
         pred = lut[labels]
-        unlabelled = (gt == IGNORE) | (gt == (IGNORE if ignore is None else ignore))
-        bad = np.unique(gt[~unlabelled & ((gt < 0) | (gt >= n))])
-        if bad.size:
-            raise InputError(f"{stem}: mask values {bad.tolist()[:5]} are not classes 0..{n - 1}")
-        valid = ~unlabelled
-        gt = np.where(valid, gt, 0)
-        conf += np.bincount(gt[valid] * (n + 1) + pred[valid],
-                            minlength=n * (n + 1)).reshape(n, n + 1)  # fmt: skip
-        for i in range(n):
-            target = np.where(valid, (gt == i).astype(np.uint8), IGNORE).astype(np.uint8)
-            meter.update(pred == i, target, i)
+        gt, valid = _score(stem, pred, gt, ignore, conf, meter)
         images.append(_image_record(stem, pred, gt, valid, names))
         if progress:
             progress("images", k + 1, len(stems))
