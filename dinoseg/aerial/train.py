@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -33,6 +33,10 @@ from dinoseg.backbone import DEFAULT_BACKBONE, DinoBackbone
 from dinoseg.heads.fit import Schedule
 from dinoseg.heads.model import HeadSpec, SegHead, build_head
 from dinoseg.io import InputError
+
+if TYPE_CHECKING:
+    from dinoseg.heads.finetune import TuneItem, TunePlan
+    from dinoseg.heads.split import SplitBackbone
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +159,7 @@ def train_aerial_head(cfg: AerialTrainConfig, out_dir: str | Path, *,
     """Train per ``cfg`` and write the checkpoint directory ``out_dir`` (see the module
     docstring). ``backbone``: a loaded one to use instead of ``cfg.backbone``."""
     from dinoseg.aerial.trainset import PrefixCache, encode_views, read_labelled, split_images
-    from dinoseg.heads.finetune import (
-        TrainingDiverged,
-        TunePlan,
-        fit_tuned,
-        head_statistics,
-        standardize_items,
-    )
+    from dinoseg.heads.finetune import TunePlan, head_statistics, standardize_items
     from dinoseg.heads.split import SplitBackbone
     from dinoseg.heads.train import parse_source
 
@@ -174,12 +172,7 @@ def train_aerial_head(cfg: AerialTrainConfig, out_dir: str | Path, *,
     sources = [parse_source(s) for s in cfg.data]
     plan = TunePlan(cfg.strategy, cfg.tune_blocks, cfg.backbone_lr)
     if backbone is None:
-        from dinoseg.backbone import load_backbone
-
-        try:
-            backbone = load_backbone(cfg.backbone, layers=sorted(set(cfg.blocks)))
-        except ValueError as e:
-            raise InputError(str(e)) from e
+        backbone = _load_backbone(cfg)
     classes, images = read_labelled(sources, patch=backbone.patch_size, only=cfg.images)
     split = SplitBackbone(backbone, cfg.blocks, plan.blocks)
     fit_im, val_im = split_images(images, cfg.val_fraction, min_images=cfg.min_val_images,
@@ -203,8 +196,42 @@ def train_aerial_head(cfg: AerialTrainConfig, out_dir: str | Path, *,
                    "strategy": cfg.strategy, "tuned_blocks": split.tuned_numbers,
                    "augment": list(views.augment)},
     }  # fmt: skip
+    result = _fit(head, split, fit, val, cfg, plan, metrics, out, start, on_eval)
+    metrics.update(val=result["val"], best_step=result["best_step"],
+                   history=result["history"], class_weights=result["class_weights"],
+                   fit_seconds=result["seconds"], seconds=time.perf_counter() - start)
+    return _write(out, head, split, cfg, metrics)
+
+
+def _load_backbone(cfg: AerialTrainConfig) -> DinoBackbone:
+    """``cfg.backbone`` returning the blocks the head reads (:class:`InputError` for a spec it
+    does not understand)."""
+    from dinoseg.backbone import load_backbone
+
     try:
-        result = fit_tuned(head, split, fit, val, cfg.schedule, plan, on_eval=on_eval)
+        return load_backbone(cfg.backbone, layers=sorted(set(cfg.blocks)))
+    except ValueError as e:
+        raise InputError(str(e)) from e
+
+
+def _fit(
+    head: SegHead,
+    split: SplitBackbone,
+    fit: list[TuneItem],
+    val: list[TuneItem],
+    cfg: AerialTrainConfig,
+    plan: TunePlan,
+    metrics: dict[str, Any],
+    out: Path,
+    start: float,
+    on_eval: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    """:func:`~dinoseg.heads.finetune.fit_tuned`'s result. A diverged fit raises
+    :class:`InputError`, after writing the last good weights (if any) to ``out``."""
+    from dinoseg.heads.finetune import TrainingDiverged, fit_tuned
+
+    try:
+        return fit_tuned(head, split, fit, val, cfg.schedule, plan, on_eval=on_eval)
     except TrainingDiverged as e:
         if e.state is not None:
             from dinoseg.heads.finetune import load_state
@@ -215,10 +242,6 @@ def train_aerial_head(cfg: AerialTrainConfig, out_dir: str | Path, *,
             _write(out, head.eval(), split, cfg, metrics)
             raise InputError(f"{e}, written to {out}") from e
         raise InputError(f"{e}; nothing written to {out}") from e
-    metrics.update(val=result["val"], best_step=result["best_step"],
-                   history=result["history"], class_weights=result["class_weights"],
-                   fit_seconds=result["seconds"], seconds=time.perf_counter() - start)
-    return _write(out, head, split, cfg, metrics)
 
 
 def load_aerial_head(ckpt_dir: str | Path, backbone: DinoBackbone | None = None
