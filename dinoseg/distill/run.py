@@ -64,8 +64,6 @@ def _stage(adapter: torch.nn.Module, bank: FeatureBank, targets: torch.Tensor, t
 def run_distillation(cfg: DistillConfig, out_dir: str | Path) -> Path:
     """Distil the adapter of a fresh ``cfg.arch`` segmenter and write a checkpoint directory
     (the other parts keep their initialisation; ``dinoseg train --init DIR`` starts from it)."""
-    from dinoseg.teachers import build_teacher
-
     if cfg.smoke:
         cfg = cfg.smoke_overrides()
     torch.manual_seed(cfg.seed)
@@ -73,10 +71,7 @@ def run_distillation(cfg: DistillConfig, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     start = time.perf_counter()
     device = resolve_device(cfg.device)
-    teacher = build_teacher(cfg.teacher, checkpoint=cfg.teacher_checkpoint or None,
-                            **cfg.teacher_options)
-    if isinstance(teacher, torch.nn.Module):
-        teacher.to(device)  # embeddings come back to the CPU (the teacher cache)
+    teacher = _teacher(cfg, device)
     tcache = cfg.teacher_cache or str(cache_dir("teacher"))
     train_ds, val_ds = FolderDataset(cfg.data, cfg.split), FolderDataset(cfg.data, cfg.val_split)
     targets = teacher_targets(teacher, train_ds, tcache, cfg.max_images)
@@ -97,25 +92,54 @@ def run_distillation(cfg: DistillConfig, out_dir: str | Path) -> Path:
         log.info("stage %dpx: loss %.4f -> %.4f", size, losses[0], losses[-1])
     val_bank = FeatureBank(val_ds, backbone, image_size=cfg.sizes[-1], cache=fcache,
                            limit=cfg.max_val_images)
-    fresh: torch.nn.Module = copy.deepcopy(build_segmenter(  # type: ignore[assignment]
-        cfg.arch, backbone_dim=backbone.embed_dim, num_layers=len(cfg.layers)
-    ).adapter).to(device)
-    distilled = embedding_agreement(adapter, val_bank, val_targets, teacher.image_size,
-                                    embed_layer)
-    untrained = embedding_agreement(fresh, val_bank, val_targets, teacher.image_size, embed_layer)
+    distilled, untrained = _agreement(adapter, cfg, backbone.embed_dim, val_bank, val_targets,
+                                      teacher, embed_layer, device)  # fmt: skip
     metrics = {
         "val_distilled": distilled, "val_untrained": untrained,
         "stages": history, "teacher": cfg.teacher, "teacher_seconds": teacher_seconds,
         "total_seconds": time.perf_counter() - start,
     }
+    _save(out, model, cfg, metrics, _card(cfg, distilled, untrained))
+    return out
+
+
+def _teacher(cfg: DistillConfig, device: torch.device) -> Any:
+    """``cfg.teacher``, moved to ``device`` when it is a torch module."""
+    from dinoseg.teachers import build_teacher
+
+    teacher = build_teacher(cfg.teacher, checkpoint=cfg.teacher_checkpoint or None,
+                            **cfg.teacher_options)
+    if isinstance(teacher, torch.nn.Module):
+        teacher.to(device)  # embeddings come back to the CPU (the teacher cache)
+    return teacher
+
+
+def _agreement(adapter: torch.nn.Module, cfg: DistillConfig, backbone_dim: int,
+               val_bank: FeatureBank, val_targets: torch.Tensor, teacher: Any, embed_layer: int,
+               device: torch.device) -> tuple[dict[str, float], dict[str, float]]:  # fmt: skip
+    """Embedding agreement with the teacher's (N, C, g, g) ``val_targets``: of the distilled
+    ``adapter``, then of a freshly initialised one (built here, after training: it draws from
+    the seeded generator after the segmenter)."""
+    fresh: torch.nn.Module = copy.deepcopy(build_segmenter(  # type: ignore[assignment]
+        cfg.arch, backbone_dim=backbone_dim, num_layers=len(cfg.layers)
+    ).adapter).to(device)
+    distilled = embedding_agreement(adapter, val_bank, val_targets, teacher.image_size,
+                                    embed_layer)
+    untrained = embedding_agreement(fresh, val_bank, val_targets, teacher.image_size, embed_layer)
+    return distilled, untrained
+
+
+def _save(out: Path, model: torch.nn.Module, cfg: DistillConfig, metrics: dict[str, Any],
+          card: str) -> None:  # fmt: skip
+    """The checkpoint directory (the adapter trained, the rest at initialisation) and the
+    resolved config."""
     ck = CheckpointConfig(
         arch=cfg.arch, backbone=cfg.backbone, layers=list(cfg.layers), image_size=cfg.sizes[-1],
         arch_kwargs=arch_config(model),
         version=out.name,
     )
-    save_checkpoint(out, model, ck, metrics=metrics, card=_card(cfg, distilled, untrained))
+    save_checkpoint(out, model, ck, metrics=metrics, card=card)
     save_resolved(cfg, out)
-    return out
 
 
 def _card(cfg: DistillConfig, distilled: dict[str, float], untrained: dict[str, float]) -> str:
