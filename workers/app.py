@@ -27,6 +27,7 @@ from celery import Celery
 from kombu import Queue
 
 from dinoseg import runtime
+from workers.broker import consumer_settings
 
 QUEUE = "dinoseg"
 RETRAIN_QUEUE = "dinoseg.retrain"
@@ -53,7 +54,7 @@ def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if env is None else env
     broker, backend = runtime.broker_url(env), runtime.result_backend(env)
     return {
-        "broker_url": broker,
+        **consumer_settings(broker),
         "result_backend": backend,
         "broker_transport_options": _transport_options(broker, env),
         "broker_connection_retry_on_startup": True,

@@ -226,3 +226,25 @@ def test_a_delivered_task_warms_the_ml_backend(monkeypatch) -> None:
     server.server_close()
     assert seen == [{"path": "/warm", "image": "/data/local-files/?d=uploads/x.png"}]
     assert not warm_ml_backend("/x.png")  # nothing listens any more: ignored, no error
+
+
+def test_embedded_broker_is_consumed_with_a_short_poll(tmp_path) -> None:
+    """The worker reads the SQLite broker through workers.broker.Transport (kombu's 1 s poll of
+    an empty queue delayed every task); a message sent by the web app's plain ``sqla`` client
+    is read back through it; a Redis broker is left as it is."""
+    from dinoseg import runtime
+    from webapp.backends.celery import client_app
+    from workers.app import make_app
+    from workers.broker import POLL_S, Transport
+
+    env = {"DINOSEG_HOME": str(tmp_path / "home")}
+    worker = make_app(env)
+    with worker.connection_for_read() as conn:
+        assert isinstance(conn.transport, Transport) and conn.transport.polling_interval == POLL_S
+    client = client_app(runtime.broker_url(env), runtime.result_backend(env))
+    with client.connection_for_write() as conn:
+        conn.SimpleQueue("probe").put({"n": 1})
+    with worker.connection_for_read() as conn:
+        assert conn.SimpleQueue("probe").get(timeout=5).payload == {"n": 1}
+    redis = make_app({**env, "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"}).conf
+    assert redis.broker_url == "redis://127.0.0.1:6379/0" and not redis.broker_transport
