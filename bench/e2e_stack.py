@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,7 +153,7 @@ def celery_backend(env: dict[str, str]) -> object:
     return CeleryBackend(app)
 
 
-def requests_for(supports: Iterator[tuple[Path, Path]], queries: list[Path],
+def requests_for(supports: Iterable[tuple[Path, Path]], queries: list[Path],
                  uploads: Path) -> dict:  # fmt: skip
     """A ``segment`` request over stored uploads (the web app's way of storing them)."""
     from serving.uploads import store_file

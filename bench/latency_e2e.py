@@ -16,20 +16,24 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from e2e_stack import Pool, Redis, Stack, celery_backend, dump, requests_for, write_project
+from e2e_stack import REPO, Pool, Redis, Stack, celery_backend, dump, requests_for, write_project
 
 PATHS = ("predictor", "job", "sqlite", "redis", "browser")
 CASES = [(1, "cached"), (4, "cached"), (1, "new"), (4, "new")]
-#: what one timed run does: (support or None to keep the last one, queries) -> None
-Runner = Callable[[tuple[Path, Path] | None, list[Path]], None]
+#: what one timed run does: (support or None to keep the last one, queries) -> the seconds it
+#: timed itself, or None to be timed from call to return
+Runner = Callable[[tuple[Path, Path] | None, list[Path]], float | None]
 
 
 def timed(run: Runner, pool: Pool, queries: int, support: str, runs: int) -> float:
-    """Median seconds of ``runs`` runs (after one warm-up) on new queries."""
+    """Median seconds of ``runs`` runs (after one warm-up) on queries (and, for ``new``,
+    supports) that ``pool`` has not handed out before: one pool serves a whole bench run, so
+    no path's feature cache holds an image another case or path used."""
     import time
 
     run(pool.support(), pool.take(queries))  # warm-up; the cached rows keep this support
@@ -37,8 +41,8 @@ def timed(run: Runner, pool: Pool, queries: int, support: str, runs: int) -> flo
     for _ in range(runs):
         s, q = (pool.support() if support == "new" else None), pool.take(queries)
         start = time.perf_counter()
-        run(s, q)
-        times.append(time.perf_counter() - start)
+        own = run(s, q)
+        times.append(time.perf_counter() - start if own is None else own)
     return statistics.median(times)
 
 
@@ -75,44 +79,49 @@ def backend_runner(backend: object, uploads: Path) -> Runner:
 
 
 def browser_cases(url: str, pool: Pool, runs: int, cases: list) -> dict[str, float]:
-    """Click -> first mask shown, per case (one page, inputs uploaded before each click)."""
-    from e2e_browser import demo_page
+    """Click -> first mask shown, per case (one page; the uploads before each click are not
+    timed: ``run`` times the click itself and returns those seconds)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))  # the page driver lives with the browser test
+    from tests.webapp.demo_page import demo_page
 
     out = {}
     with demo_page(url) as page:
+        page.choose_prototype()
         for n, support in cases:
-            def run(s: tuple[Path, Path] | None, q: list[Path]) -> None:
-                if s is not None:
-                    page.set_support(*s)
-                page.set_queries(q)
-                page.segment(q[0])
+            def run(s: tuple[Path, Path] | None, q: list[Path]) -> float:
+                page.upload(s, q)
+                return page.segment(q[0])
 
             out[f"{n}/{support}"] = timed(run, pool, n, support, runs)
     return out
 
 
-def stack_cases(project: Path, args: argparse.Namespace, broker: str | None,
-                browser: bool) -> dict[str, dict[str, float]]:  # fmt: skip
+def stack_cases(project: Path, args: argparse.Namespace, pool: Pool,
+                broker: str | None) -> dict[str, dict[str, float]]:  # fmt: skip
+    """The stack's own rows (``sqlite`` or ``redis``, when asked) and, on the SQLite stack,
+    the browser's."""
     stack = Stack(project, args.threads, broker).wait_up()
+    name, out = ("redis" if broker else "sqlite"), {}
     try:
         os.environ["DINOSEG_HOME"] = stack.env["DINOSEG_HOME"]
         uploads = Path(stack.env["DINOSEG_HOME"]) / "uploads"
         run = backend_runner(celery_backend(stack.env), uploads)
-        pool = Pool(folder=project)
-        out = {"redis" if broker else "sqlite": {f"{n}/{s}": timed(run, pool, n, s, args.runs)
-                                                 for n, s in CASES}}  # fmt: skip
-        if browser:
-            out["browser"] = browser_cases(stack.url, Pool(folder=project), args.runs, CASES)
+        if name in args.paths:
+            out[name] = {f"{n}/{s}": timed(run, pool, n, s, args.runs) for n, s in CASES}
+        if not broker and "browser" in args.paths:
+            out["browser"] = browser_cases(stack.url, pool, args.runs, CASES)
         return out
     finally:
         stack.stop()
 
 
-def in_process(project: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+def in_process(project: Path, args: argparse.Namespace,
+               pool: Pool) -> dict[str, dict[str, float]]:  # fmt: skip
     out = {}
     if "predictor" in args.paths:
         run = predictor_runner(args.threads)
-        out["predictor"] = {f"{n}/{s}": timed(run, Pool(folder=project), n, s, args.runs)
+        out["predictor"] = {f"{n}/{s}": timed(run, pool, n, s, args.runs)
                             for n, s in CASES}  # fmt: skip
     if "job" in args.paths:
         from serving.segment import SegmentJob
@@ -121,7 +130,7 @@ def in_process(project: Path, args: argparse.Namespace) -> dict[str, dict[str, f
         os.environ["DINOSEG_HOME"] = str(project / "var-job")
         backend = LocalBackend(SegmentJob.from_params(project / "params.yaml"))
         run = backend_runner(backend, project / "var-job" / "uploads")
-        out["job"] = {f"{n}/{s}": timed(run, Pool(folder=project), n, s, args.runs)
+        out["job"] = {f"{n}/{s}": timed(run, pool, n, s, args.runs)
                       for n, s in CASES}  # fmt: skip
     return out
 
@@ -146,17 +155,20 @@ def main() -> None:
     ap.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     ap.add_argument("--json", type=Path, default=None, help="also write the medians here")
     args = ap.parse_args()
+    if args.json is not None:
+        args.json = args.json.resolve()  # the bench runs inside its temporary project
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     with tempfile.TemporaryDirectory(prefix="dinoseg-e2e-") as tmp:
         project = write_project(Path(tmp) / "project")
         os.chdir(project)
-        rows = in_process(project, args)
+        pool = Pool(folder=project)
+        rows = in_process(project, args, pool)
         if {"sqlite", "browser"} & set(args.paths):
-            rows.update(stack_cases(project, args, None, "browser" in args.paths))
+            rows.update(stack_cases(project, args, pool, None))
         if "redis" in args.paths:
             redis = Redis.start()
             try:
-                rows.update(stack_cases(project, args, redis.url, False))
+                rows.update(stack_cases(project, args, pool, redis.url))
             finally:
                 redis.stop()
     print(f"threads={args.threads} runs={args.runs} load={os.getloadavg()[0]:.1f}; seconds, "

@@ -22,14 +22,10 @@ import psutil
 import pytest
 from PIL import Image
 
+from tests.webapp.demo_page import CHROMIUM, DemoPage, demo_page
 from tests.workers.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 ROAD = 3  # camvid classes.json
 SUPPORT, QUERIES = "0016E5_07959", ["0016E5_07977", "0016E5_08019"]
 STACK_START_S = 240.0
@@ -80,17 +76,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="module")
-def page(stack: Stack) -> Iterator:
-    from playwright.sync_api import sync_playwright
+def demo(stack: Stack) -> Iterator[DemoPage]:
+    with demo_page(stack.url, accept_downloads=True) as demo:
+        yield demo
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        page.set_default_timeout(60_000)
-        page.goto(stack.url, wait_until="domcontentloaded")
-        page.wait_for_selector("#run")
-        yield page
-        browser.close()
+
+@pytest.fixture(scope="module")
+def page(demo: DemoPage):
+    return demo.page
 
 
 def test_bad_input_shows_a_message(page) -> None:
@@ -101,24 +94,14 @@ def test_bad_input_shows_a_message(page) -> None:
     page.click("[data-testid=toast-close]")
 
 
-def test_segment_road_in_the_browser(page, camvid: Path, tmp_path: Path) -> None:
-    v = camvid / "val"
+def test_segment_road_in_the_browser(demo: DemoPage, camvid: Path, tmp_path: Path) -> None:
+    v, page = camvid / "val", demo.page
     mask = np.asarray(Image.open(v / "masks" / f"{SUPPORT}.png")) == ROAD
     Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "road_mask.png")
-    page.set_input_files("#support-1 input[type=file]", str(v / "images" / f"{SUPPORT}.jpg"))
-    page.set_input_files("#support-mask-1 input[type=file]", str(tmp_path / "road_mask.png"))
-    page.set_input_files("#queries input[type=file]",
-                         [str(v / "images" / f"{q}.jpg") for q in QUERIES])  # fmt: skip
-    _wait_text(page, "#support-mask-1", "road_mask")  # uploaded
-    _wait_text(page, "#queries", QUERIES[1])
-    _wait_text(page, "#support-1", "Upload an image", present=False)  # drawn on the canvas
-    page.click("#model input")
-    page.get_by_role("option", name="Prototype baseline").click()
-
-    start = time.monotonic()
-    page.click("#run")
-    page.wait_for_selector("#result-mask img", timeout=180_000)
-    seconds = time.monotonic() - start
+    queries = [v / "images" / f"{q}.jpg" for q in QUERIES]
+    demo.upload((v / "images" / f"{SUPPORT}.jpg", tmp_path / "road_mask.png"), queries)
+    demo.choose_prototype()
+    seconds = demo.segment(queries[0])
     page.wait_for_selector("#gallery img")
     assert page.locator("#gallery img").count() == len(QUERIES)
     assert page.locator("#result-overlay img").is_visible()
@@ -151,12 +134,6 @@ def test_ctrl_c_stops_the_whole_stack(stack: Stack, page) -> None:
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"left running: {[c.pid for c in alive]}"
     assert any(x == "stopped worker" for x in stack.lines)
-
-
-def _wait_text(page, selector: str, text: str, present: bool = True) -> None:
-    """Wait until the element's text contains (or no longer contains) ``text``."""
-    script = "([sel, text, want]) => document.querySelector(sel)?.innerText.includes(text) == want"
-    page.wait_for_function(script, arg=[selector, text, present])
 
 
 def _service(proc: psutil.Process) -> str:

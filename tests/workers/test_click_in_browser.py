@@ -62,7 +62,7 @@ def browser_page(shots: Path) -> Iterator[Any]:
     """A Chromium page; on failure a screenshot is left in ``shots`` (named in the error)."""
     from playwright.sync_api import sync_playwright
 
-    from tests.webapp.test_browser import CHROMIUM, FLAGS
+    from tests.webapp.demo_page import CHROMIUM, FLAGS
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)

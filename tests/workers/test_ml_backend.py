@@ -364,7 +364,7 @@ def test_labelling_page_opens_with_and_without_the_support(setup, stack_env, lab
     task with only its image opens too (the support tags have no data key to require)."""
     from playwright.sync_api import sync_playwright
 
-    from tests.webapp.test_browser import CHROMIUM, FLAGS
+    from tests.webapp.demo_page import CHROMIUM, FLAGS
 
     support = upload(stack_env, "support-sheet", blob(H, 2 * W, 11)[0])["image"]
     context, sheet = "confidence 0.36 · model 3", ls.image_url(support)
