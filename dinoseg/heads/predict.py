@@ -24,6 +24,7 @@ from dinoseg.device import module_device, resolve_device
 from dinoseg.feature_cache import FeatureCache
 from dinoseg.heads.features import BlockFeatures
 from dinoseg.heads.model import SegHead
+from dinoseg.inputs import check_image
 from dinoseg.io import InputError
 from dinoseg.predictor import Prediction
 from dinoseg.preprocess import Geometry, logits_at_image_size
@@ -49,14 +50,6 @@ def logits_to_probs(logits: Tensor, geom: Geometry) -> Tensor:
         (M, H, W) float32.
     """
     return logits_at_image_size(logits, geom).softmax(1)[0]
-
-
-def _check_image(image: np.ndarray, what: str) -> None:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        shape = getattr(image, "shape", type(image).__name__)
-        raise InputError(f"{what}: expected an (H, W, 3) RGB array, got {shape}")
-    if image.dtype != np.uint8:
-        raise InputError(f"{what}: expected uint8 pixels, got {image.dtype}")
 
 
 def fuse(head_prob: np.ndarray, fewshot_prob: np.ndarray,
@@ -157,7 +150,7 @@ class HeadPredictor:
 
     def features_of(self, image: np.ndarray) -> list[Tensor]:
         """Every backbone layer of ``image``: L x (1, C, h, w) (through the shared cache)."""
-        _check_image(image, "image")
+        check_image(image, "image")
         return self.encoder.encode(image)[0]
 
     @torch.inference_mode()
@@ -173,7 +166,7 @@ class HeadPredictor:
             raise InputError(f"{len(images)} images but {len(feats)} feature sets")
         out = []
         for i, image in enumerate(images):
-            _check_image(image, f"image {i + 1}")
+            check_image(image, f"image {i + 1}")
             layers = feats[i] if feats is not None else self.features_of(image)
             logits = self.head(self.encoder.select(layers))[0]
             out.append(logits_to_probs(logits, self.geometry(image)).cpu().numpy())
