@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -86,8 +87,9 @@ class DemoPage:
 
 
 @contextmanager
-def demo_page(url: str, **context) -> Iterator[DemoPage]:
-    """The demo at ``url`` open in a headless Chromium (``context``: new_page options)."""
+def chromium_page(**options: Any) -> Iterator[Any]:
+    """A new page (``options``: Playwright's ``new_page`` options) in Debian's headless
+    Chromium, closed on the way out (also the Label Studio browser tests')."""
     from playwright.sync_api import sync_playwright
 
     if not CHROMIUM.is_file():
@@ -95,10 +97,16 @@ def demo_page(url: str, **context) -> Iterator[DemoPage]:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000}, **context)
-            page.set_default_timeout(60_000)
-            page.goto(url, wait_until="domcontentloaded")
-            page.wait_for_selector("#run")
-            yield DemoPage(page)
+            yield browser.new_page(**options)
         finally:
             browser.close()
+
+
+@contextmanager
+def demo_page(url: str, **options: Any) -> Iterator[DemoPage]:
+    """The demo at ``url`` open in a 1400x1000 page (``options``: more new_page options)."""
+    with chromium_page(viewport={"width": 1400, "height": 1000}, **options) as page:
+        page.set_default_timeout(60_000)
+        page.goto(url, wait_until="domcontentloaded")
+        page.wait_for_selector("#run")
+        yield DemoPage(page)

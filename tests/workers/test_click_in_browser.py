@@ -60,22 +60,15 @@ def queued_task(project: Project, review: rv.Review) -> tuple[int, Path, np.ndar
 @contextmanager
 def browser_page(shots: Path) -> Iterator[Any]:
     """A Chromium page; on failure a screenshot is left in ``shots`` (named in the error)."""
-    from playwright.sync_api import sync_playwright
+    from tests.webapp.demo_page import chromium_page
 
-    from tests.webapp.demo_page import CHROMIUM, FLAGS
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+    with chromium_page(viewport={"width": 1400, "height": 1000}) as page:
+        page.set_default_timeout(PAGE_TIMEOUT_MS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(PAGE_TIMEOUT_MS)
-            try:
-                yield page
-            except BaseException as e:
-                page.screenshot(path=str(shots / "failure.png"))
-                raise AssertionError(f"{e} (screenshot: {shots / 'failure.png'})") from e
-        finally:
-            browser.close()
+            yield page
+        except BaseException as e:
+            page.screenshot(path=str(shots / "failure.png"))
+            raise AssertionError(f"{e} (screenshot: {shots / 'failure.png'})") from e
 
 
 def login(page: Any, env: dict[str, str]) -> None:

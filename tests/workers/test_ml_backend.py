@@ -362,9 +362,8 @@ SHOWN = """([names, text]) => {
 def test_labelling_page_opens_with_and_without_the_support(setup, stack_env, labelstudio) -> None:
     """Chromium opens both tasks: the review task shows class, context and support image; a
     task with only its image opens too (the support tags have no data key to require)."""
-    from playwright.sync_api import sync_playwright
-
-    from tests.webapp.demo_page import CHROMIUM, FLAGS
+    from tests.webapp.demo_page import chromium_page
+    from tests.workers.test_click_in_browser import login
 
     support = upload(stack_env, "support-sheet", blob(H, 2 * W, 11)[0])["image"]
     context, sheet = "confidence 0.36 · model 3", ls.image_url(support)
@@ -372,25 +371,16 @@ def test_labelling_page_opens_with_and_without_the_support(setup, stack_env, lab
                     support_image=sheet)  # fmt: skip
     bare = new_task(stack_env, setup, "page-bare", seed=13)
     url, env = labelstudio.env["LABEL_STUDIO_URL"], labelstudio.env
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
-        try:
-            page = browser.new_page()
-            crashes: list[str] = []
-            page.on("pageerror", lambda e: crashes.append(str(e)))
-            page.goto(url + "/user/login")
-            page.fill("input[name=email]", env["LABEL_STUDIO_USERNAME"])
-            page.fill("input[name=password]", env["LABEL_STUDIO_PASSWORD"])
-            page.click("button[type=submit]")
-            page.wait_for_load_state("networkidle")
-            seen = {}
-            for task, names in ((full, ["page-full", "support-sheet"]), (bare, ["page-bare"])):
-                page.goto(f"{url}/projects/{setup['project']}/data?task={task.id}")
-                asked = [names, "Class asked for"]
-                shown = page.wait_for_function(SHOWN, arg=asked, timeout=120_000)
-                seen[task.id] = tuple(shown.json_value())
-        finally:
-            browser.close()
+    with chromium_page() as page:
+        crashes: list[str] = []
+        page.on("pageerror", lambda e: crashes.append(str(e)))
+        login(page, env)
+        seen = {}
+        for task, names in ((full, ["page-full", "support-sheet"]), (bare, ["page-bare"])):
+            page.goto(f"{url}/projects/{setup['project']}/data?task={task.id}")
+            asked = [names, "Class asked for"]
+            shown = page.wait_for_function(SHOWN, arg=asked, timeout=120_000)
+            seen[task.id] = tuple(shown.json_value())
     text, images = seen[full.id]
     assert "Class asked for: car" in text and "confidence 0.36 · model 3" in text
     assert any("support-sheet" in src for src in images) and any("page-full" in s for s in images)
