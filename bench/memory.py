@@ -100,62 +100,91 @@ def _mode(args: argparse.Namespace, **kw: Any) -> MemoryMode:
     return replace(base, **kw)
 
 
-def variants(table: str, args: argparse.Namespace) -> dict[str, tuple[Callable[[], Any], Any]]:
-    """name -> (model factory, memory mode or None)."""
-    knn = lambda **kw: (lambda: KnnVote(neighbours=kw.get("k", args.neighbours),  # noqa: E731
-                                        temperature=kw.get("t", args.temperature)))
+Variants = dict[str, tuple[Callable[[], Any], Any]]
+
+
+def _knn(args: argparse.Namespace, **kw: Any) -> Callable[[], KnnVote]:
+    return lambda: KnnVote(neighbours=kw.get("k", args.neighbours),
+                           temperature=kw.get("t", args.temperature))  # fmt: skip
+
+
+def _issue(args: argparse.Namespace) -> Variants:
+    """The issue's vote: 10 neighbours (and 5 at 30)."""
+    proto, knn10 = PrototypeBaseline, _knn(args, k=10)
+    out: Variants = {"prototype": (proto, None), "prototype+avg@5": (proto, _mode(args, images=5)),
+                     "knn(k=10)": (knn10, None)}
+    out |= {f"knn(k=10)+memory@{k}": (knn10, _mode(args, images=k, neighbours=10, weight=1.0,
+                                                    balance=0.0))
+            for k in (3, 10, 30, 100)}  # fmt: skip
+    out["knn(k=5)+memory@30"] = (_knn(args, k=5), _mode(args, images=30, neighbours=5,
+                                                         weight=1.0, balance=0.0))
+    out["prototype+memory@30"] = (proto, _mode(args, images=30))  # the chosen fusion
+    return out
+
+
+def _curve(args: argparse.Namespace) -> Variants:
+    proto, knn = PrototypeBaseline, _knn(args)
+    out: Variants = {"prototype": (proto, None), "knn": (knn, None),
+                     "fusion": (lambda: VoteFusion(proto(), knn(), args.fusion), None)}
+    for k in (5, 10, 20, 50, None):
+        name = "all" if k is None else k
+        out[f"prototype+memory@{name}"] = (proto, _mode(args, images=k))
+        out[f"knn+memory@{name}"] = (knn, _mode(args, images=k, weight=1.0, balance=0))
+    return out
+
+
+def _select(args: argparse.Namespace) -> Variants:
     proto = PrototypeBaseline
-    if table == "issue":  # the issue's vote: 10 neighbours (and 5 at 30)
-        out = {"prototype": (proto, None), "prototype+avg@5": (proto, _mode(args, images=5)),
-               "knn(k=10)": (knn(k=10), None)}
-        out |= {f"knn(k=10)+memory@{k}": (knn(k=10), _mode(args, images=k, neighbours=10,
-                                                          weight=1.0, balance=0.0))
-                for k in (3, 10, 30, 100)}
-        out["knn(k=5)+memory@30"] = (knn(k=5), _mode(args, images=30, neighbours=5, weight=1.0,
-                                                     balance=0.0))
-        out["prototype+memory@30"] = (proto, _mode(args, images=30))  # the chosen fusion
-        return out
-    if table == "base":  # the prototype alone and with the chosen memory mode
-        return {"prototype": (proto, None), "prototype+memory@30": (proto, _mode(args, images=30))}
-    if table in ("trained", "trained-curve"):  # with --checkpoint (see trained_models)
-        return {"prototype": (proto, None)}
-    if table == "avg":  # what averaging into one prototype does (unit vectors, support + K)
-        return {f"prototype+avg@{k}": (proto, _mode(args, images=k)) for k in (0, 5, 30)}
-    if table == "fused-curve":  # the memory mode's defaults at 5 ... all images
-        return {f"prototype+memory@{'all' if k is None else k}": (proto, _mode(args, images=k))
-                for k in (5, 10, 20, 30, 50, None)}
-    if table == "curve":
-        ks: list[int | None] = [5, 10, 20, 50, None]
-        out = {"prototype": (proto, None), "knn": (knn(), None),
-               "fusion": (lambda: VoteFusion(proto(), knn()(), args.fusion), None)}
-        for k in ks:
-            name = "all" if k is None else k
-            out[f"prototype+memory@{name}"] = (proto, _mode(args, images=k))
-            out[f"knn+memory@{name}"] = (knn(), _mode(args, images=k, weight=1.0, balance=0))
-        return out
-    if table == "select":
-        out = {"prototype": (proto, None)}
-        for t in args.grid_t:
-            for k in args.grid_k:
-                out[f"knn(t={t},k={k})"] = (knn(t=t, k=k), None)
-                out[f"knn(t={t},k={k})+memory@30"] = (
-                    knn(t=t, k=k), _mode(args, images=30, temperature=t, neighbours=k, weight=1))
-        for w in args.grid_w:
-            out[f"fusion(w={w})"] = (lambda w=w: VoteFusion(proto(), knn()(), w), None)
-            out[f"prototype+memory@30(w={w})"] = (proto, _mode(args, images=30, weight=w))
-        return out
-    if table == "small":  # small objects: the chosen fusion and its variants
-        out = {"prototype+memory@30": (proto, _mode(args, images=30))}
-        for b in (0.5, 1.0):
-            out[f"prototype+memory@30(balance={b})"] = (proto, _mode(args, images=30, balance=b))
-        out["knn+memory@30(balance=1)"] = (knn(), _mode(args, images=30, balance=1, weight=1))
-        out["prototype+memory@30(w=0.5)"] = (proto, _mode(args, images=30, weight=0.5))
-        for k in (1, 3):
-            out[f"prototype+memory@30(k={k})"] = (proto, _mode(args, images=30, neighbours=k))
-        for thr in (0.3, 0.4):
-            out[f"prototype+memory@30(thr={thr})"] = (proto, _mode(args, images=30))
-        return out
-    raise SystemExit(f"unknown table {table!r}")
+    out: Variants = {"prototype": (proto, None)}
+    for t in args.grid_t:
+        for k in args.grid_k:
+            out[f"knn(t={t},k={k})"] = (_knn(args, t=t, k=k), None)
+            out[f"knn(t={t},k={k})+memory@30"] = (
+                _knn(args, t=t, k=k), _mode(args, images=30, temperature=t, neighbours=k, weight=1))
+    for w in args.grid_w:
+        out[f"fusion(w={w})"] = (lambda w=w: VoteFusion(proto(), _knn(args)(), w), None)
+        out[f"prototype+memory@30(w={w})"] = (proto, _mode(args, images=30, weight=w))
+    return out
+
+
+def _small(args: argparse.Namespace) -> Variants:
+    """Small objects: the chosen fusion and its variants."""
+    proto = PrototypeBaseline
+    out: Variants = {"prototype+memory@30": (proto, _mode(args, images=30))}
+    for b in (0.5, 1.0):
+        out[f"prototype+memory@30(balance={b})"] = (proto, _mode(args, images=30, balance=b))
+    out["knn+memory@30(balance=1)"] = (_knn(args), _mode(args, images=30, balance=1, weight=1))
+    out["prototype+memory@30(w=0.5)"] = (proto, _mode(args, images=30, weight=0.5))
+    for k in (1, 3):
+        out[f"prototype+memory@30(k={k})"] = (proto, _mode(args, images=30, neighbours=k))
+    for thr in (0.3, 0.4):
+        out[f"prototype+memory@30(thr={thr})"] = (proto, _mode(args, images=30))
+    return out
+
+
+def variants(table: str, args: argparse.Namespace) -> Variants:
+    """name -> (model factory, memory mode or None)."""
+    proto = PrototypeBaseline
+    tables: dict[str, Callable[[], Variants]] = {
+        "issue": lambda: _issue(args),
+        # the prototype alone and with the chosen memory mode
+        "base": lambda: {"prototype": (proto, None),
+                         "prototype+memory@30": (proto, _mode(args, images=30))},
+        "trained": lambda: {"prototype": (proto, None)},  # with --checkpoint (trained_models)
+        "trained-curve": lambda: {"prototype": (proto, None)},
+        # what averaging into one prototype does (unit vectors, support + K)
+        "avg": lambda: {f"prototype+avg@{k}": (proto, _mode(args, images=k)) for k in (0, 5, 30)},
+        # the memory mode's defaults at 5 ... all images
+        "fused-curve": lambda: {f"prototype+memory@{'all' if k is None else k}":
+                                (proto, _mode(args, images=k))
+                                for k in (5, 10, 20, 30, 50, None)},
+        "curve": lambda: _curve(args),
+        "select": lambda: _select(args),
+        "small": lambda: _small(args),
+    }
+    if table not in tables:
+        raise SystemExit(f"unknown table {table!r}")
+    return tables[table]()
 
 
 def build_models(args: argparse.Namespace, memory: SupportMemory,
@@ -201,7 +230,7 @@ def trained_models(args: argparse.Namespace, memory: SupportMemory) -> dict[str,
     return out
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", default="val")
@@ -228,7 +257,25 @@ def main() -> None:
     p.add_argument("--grid-w", type=floats, default=[0.25, 0.5, 0.75], help="select: vote shares")
     p.add_argument("--feature-cache", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None, help="report JSON")
-    args = p.parse_args()
+    return p
+
+
+def _print_table(result: Any, ds: Any, fold: Any) -> None:
+    """One row per model: mIoU, FB-IoU, the fold's class IoUs, ms per episode."""
+    names = {str(c): ds.class_names[c] for c in sorted(fold.novel)}
+    print(f"{'model':34s} {'mIoU':>6s} {'FB-IoU':>7s} " + " ".join(f"{n[:10]:>10s}"
+                                                                 for n in names.values())
+          + f" {'ms/ep':>7s}")
+    for name, rep in result.report["models"].items():
+        m = rep["metrics"]
+        per = [(m["per_class"].get(c) or {}).get("iou") for c in names]
+        cells = " ".join(f"{v:10.1f}" if v is not None else f"{'-':>10s}" for v in per)
+        ms = 1000 * rep["timing"]["model_seconds_per_episode"]
+        print(f"{name:34s} {m['miou']:6.1f} {m['fb_iou']:7.1f} {cells} {ms:7.0f}")
+
+
+def main() -> None:
+    args = _parser().parse_args()
 
     from dinoseg.data.episodes import EpisodeSampler
     from dinoseg.data.folds import dataset_fold
@@ -250,16 +297,7 @@ def main() -> None:
     print(f"{args.data} {args.split} fold {args.fold}, {len(sampler)} episodes (seed "
           f"{args.seed}), {args.image_size} px, block {args.layer}, memory {len(memory)} images "
           f"({time.perf_counter() - start:.0f} s)")
-    names = {str(c): ds.class_names[c] for c in sorted(fold.novel)}
-    print(f"{'model':34s} {'mIoU':>6s} {'FB-IoU':>7s} " + " ".join(f"{n[:10]:>10s}"
-                                                                 for n in names.values())
-          + f" {'ms/ep':>7s}")
-    for name, rep in result.report["models"].items():
-        m = rep["metrics"]
-        per = [(m["per_class"].get(c) or {}).get("iou") for c in names]
-        cells = " ".join(f"{v:10.1f}" if v is not None else f"{'-':>10s}" for v in per)
-        ms = 1000 * rep["timing"]["model_seconds_per_episode"]
-        print(f"{name:34s} {m['miou']:6.1f} {m['fb_iou']:7.1f} {cells} {ms:7.0f}")
+    _print_table(result, ds, fold)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result.report))
