@@ -22,6 +22,7 @@ class AerialConfig:
     model: str = "prototype"
     device: str = "auto"  # where the DINOv2 encoder runs: auto | cpu | cuda[:N] | mps
     head_model: str = "models:/dinoseg-aerial-head@champion"  # method head when model is few-shot's
+    head_views: int = 1  # head: orientations each tile is scored in and averaged (1-8)
     feature_cache: str = ""  # head: directory caching tile features (re-runs, evaluations)
     backbone: str = ""  # "" = the model's own (few-shot) / packaged:dinov2-s
     feature_layer: int = 10  # DINOv2 block clustered / matched by kmeans and sam-match

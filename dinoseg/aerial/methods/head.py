@@ -5,6 +5,10 @@ name on every patch; logits are upsampled to the tile, turned into softmax proba
 blended across tiles, and each pixel takes the most probable class. The classes are the head's
 (no supports needed). Tiles are encoded at the ground resolution the head was trained at.
 
+With ``views`` > 1 every tile is also scored in that many more orientations (mirrors, then
+quarter turns: :data:`ORIENTATIONS`; the heads are trained on all eight) and the probabilities,
+turned back, are averaged: ``views`` times the encoder's work per tile.
+
 Each tile's confidence (mean over its pixels of the top class probability) is kept for the last
 photo segmented (:attr:`HeadMethod.tile_confidence`): the least confident tiles are the ones to
 send to annotators.
@@ -22,18 +26,37 @@ from dinoseg.aerial.tiling import TileGrid
 from dinoseg.heads.model import SegHead
 from dinoseg.io import InputError
 
+#: (quarter turns, mirror left-right) of each test-time view, in the order they are added
+ORIENTATIONS = ((0, False), (0, True), (2, True), (2, False), (1, False), (3, False), (1, True),
+                (3, True))
+
+
+def orient(x: np.ndarray, view: int, inverse: bool = False) -> np.ndarray:
+    """``x`` (..., H, W) turned to orientation ``view`` (or back from it, ``inverse``)."""
+    turns, mirror = ORIENTATIONS[view]
+    if inverse:
+        x = np.flip(x, -1) if mirror else x
+        return np.rot90(x, -turns, axes=(-2, -1))
+    x = np.rot90(x, turns, axes=(-2, -1))
+    return np.flip(x, -1) if mirror else x
+
 
 class HeadMethod(AerialMethod):
     """Args:
     head: the trained head.
     encoder: the backbone (tuned blocks applied) at the head's scale; it must return every
         block the head reads.
+    views: orientations each tile is scored in (1 to 8; quarter turns only on square tiles).
     """
 
     name = "head"
 
-    def __init__(self, head: SegHead, encoder: TileEncoder, *, tiles: TileSettings | None = None):
+    def __init__(self, head: SegHead, encoder: TileEncoder, *, tiles: TileSettings | None = None,
+                 views: int = 1):  # fmt: skip
         super().__init__(tiles)
+        if not 1 <= views <= len(ORIENTATIONS):
+            raise InputError(f"views {views}: use 1 to {len(ORIENTATIONS)} orientations per tile")
+        self.views = views
         layers = encoder.backbone.layers
         missing = [b for b in head.spec.blocks if b not in layers]
         if missing:
@@ -58,13 +81,23 @@ class HeadMethod(AerialMethod):
     def class_names(self) -> list[str]:
         return list(self.head.classes)
 
-    @torch.inference_mode()
     def tile_scores(self, tiles: np.ndarray) -> np.ndarray:
         """``(B, th, tw, 3)`` uint8 -> ``(B, M, th, tw)`` float32 class probabilities."""
+        square = tiles.shape[1] == tiles.shape[2]
+        views = [v for v in range(self.views) if square or ORIENTATIONS[v][0] % 2 == 0]
+        channels_first = tiles.transpose(0, 3, 1, 2)
+        total = np.zeros((), np.float32)
+        for v in views:
+            seen = np.ascontiguousarray(orient(channels_first, v).transpose(0, 2, 3, 1))
+            total = total + orient(self._probs(seen), v, inverse=True)
+        probs = np.ascontiguousarray(total / len(views), dtype=np.float32)
+        self._confidence += probs.max(1).mean((1, 2)).tolist()
+        return probs
+
+    @torch.inference_mode()
+    def _probs(self, tiles: np.ndarray) -> np.ndarray:
         th, tw = tiles.shape[1:3]
         geom = self.encoder.geometry(th, tw)
         feats = self.encoder.encode(tiles, geom)
         logits = self.head([feats[i] for i in self._index])
-        probs = self.encoder.to_image(logits, geom).softmax(1)
-        self._confidence += probs.amax(1).mean((1, 2)).tolist()
-        return probs.numpy()
+        return self.encoder.to_image(logits, geom).softmax(1).numpy()
