@@ -6,7 +6,7 @@ Every number comes from ``dinoseg aerial train`` / ``dinoseg aerial eval`` run a
 showing every class, seeded). Training CPU and wall time come from the child's resource usage.
 
     python bench/aerial_heads.py train                # the head variants -> runs/aerial_heads/
-    python bench/aerial_heads.py eval [--refine]      # their reports
+    python bench/aerial_heads.py eval [--refine] [--views 8]  # their reports
     python bench/aerial_heads.py baselines [--baselines fewshot-5]  # few-shot / k-means / SAM
     python bench/aerial_heads.py curve                # mIoU vs labelled tiles: head vs few-shot
     python bench/aerial_heads.py table                # the README tables from the reports
@@ -31,6 +31,10 @@ AUG = "crop,rotate,jitter,blur"
 VARIANTS: dict[str, dict[str, Any]] = {  # name -> AerialTrainConfig overrides
     "linear": {"strategy": "frozen", "kind": "linear"},
     "linear+aug": {"strategy": "frozen", "kind": "linear", "augment": AUG},
+    # inverse-frequency class weights (vegetation 4.9 % of the labels) / the last block read too
+    "linear+aug+bal1": {"strategy": "frozen", "kind": "linear", "augment": AUG, "balance": 1.0},
+    "linear+aug+b11": {"strategy": "frozen", "kind": "linear", "augment": AUG,
+                       "blocks": "6,7,8,9,10,11"},
     "cnn": {"strategy": "frozen", "kind": "conv", "hidden": 64},
     "cnn+aug": {"strategy": "frozen", "kind": "conv", "hidden": 64, "augment": AUG},
     # tuned blocks 9-10: a step costs their forward and backward, hence 4 views a step
@@ -121,6 +125,7 @@ def main() -> None:
     ap.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=list(BASELINES),
                     help="baselines: which of them")
     ap.add_argument("--refine", action="store_true", help="eval: + SAM refinement")
+    ap.add_argument("--views", type=int, default=1, help="eval: head_views (test orientations)")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--images", choices=("subset", "all"), default="subset")
     ap.add_argument("--threads", type=int, default=2)
@@ -136,7 +141,9 @@ def main() -> None:
     elif args.what == "eval":
         for name in args.variants:
             flags = head_flags(name, args) + (["--refine"] if args.refine else [])
-            evaluate(name + ("+refine" if args.refine else "") + suffix, flags, args)
+            tta = f"+tta{args.views}" if args.views > 1 else ""
+            flags += [f"head_views={args.views}"] if tta else []
+            evaluate(name + tta + ("+refine" if args.refine else "") + suffix, flags, args)
     elif args.what == "baselines":
         for name in args.baselines:
             flags, n = BASELINES[name]
