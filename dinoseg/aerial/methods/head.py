@@ -5,7 +5,7 @@ name on every patch; logits are upsampled to the tile, turned into softmax proba
 blended across tiles, and each pixel takes the most probable class. The classes are the head's
 (no supports needed). Tiles are encoded at the ground resolution the head was trained at.
 
-With ``views`` > 1 every tile is also scored in that many more orientations (mirrors, then
+With ``views`` > 1 every tile is scored in that many orientations (itself, its mirrors, then
 quarter turns: :data:`ORIENTATIONS`; the heads are trained on all eight) and the probabilities,
 turned back, are averaged: ``views`` times the encoder's work per tile.
 
