@@ -46,7 +46,8 @@ def _path(f: Any) -> str:
 def aerial_request(image: Any, support_images: Sequence[Any] | None,
                    support_masks: Sequence[Any] | None, method: str, refine: bool, *,
                    tile: int = 518, k: int = 8, pixel_size: float = 0.5,
-                   building_height: float = 10.0, model: str = "") -> dict[str, Any]:  # fmt: skip
+                   building_height: float = 10.0, model: str = "",
+                   head_views: int = 1) -> dict[str, Any]:  # fmt: skip
     """Store the uploaded files (content-addressed) and build the ``dinoseg.aerial`` request."""
     if not image:
         raise InputError("upload an aerial photo first")
@@ -59,7 +60,7 @@ def aerial_request(image: Any, support_images: Sequence[Any] | None,
                 for i, m in zip(imgs, masks, strict=True)]  # fmt: skip
     config = {"method": method, "refine": bool(refine), "tile": int(tile),
               "overlap": min(96, int(tile) // 4), "k": int(k), "pixel_size": float(pixel_size),
-              "building_height": float(building_height)}  # fmt: skip
+              "building_height": float(building_height), "head_views": int(head_views)}  # fmt: skip
     if model.strip():
         config["model"] = model.strip()
     return {"image": str(store_file(_path(image))), "supports": supports, "config": config}
@@ -87,10 +88,11 @@ class AerialCallbacks:
     @user_errors
     def make_city_map(self, image: Any, imgs: Any, masks: Any, method: str, refine: bool,
                       tile: float, k: float, pixel_size: float, height: float,
-                      report: Report = no_report, model: str = "") -> tuple[Any, ...]:  # fmt: skip
+                      report: Report = no_report, model: str = "",
+                      head_views: float = 1) -> tuple[Any, ...]:  # fmt: skip
         request = aerial_request(image, imgs, masks, method, refine, tile=int(tile), k=int(k),
-                                 pixel_size=pixel_size, building_height=height,
-                                 model=model)  # fmt: skip
+                                 pixel_size=pixel_size, building_height=height, model=model,
+                                 head_views=int(head_views))  # fmt: skip
         return shown(self.backend.aerial(request, report))
 
 
@@ -114,6 +116,8 @@ def build_aerial_tab(backend: Backend) -> None:
                 height = gr.Number(value=10.0, label="Building height (m)")
                 model = gr.Textbox(value="", label="Model (few-shot or head checkpoint, "
                                    "models:/...; empty = the default)")  # fmt: skip
+                views = gr.Slider(1, 8, value=1, step=1, label="Head method: orientations per "
+                                  "tile (up to 8: a better map, that many times slower)")
             run = gr.Button("Make the city map", variant="primary", elem_id="aerial-run")
         with gr.Column(scale=2):
             summary = gr.Markdown()
@@ -123,13 +127,13 @@ def build_aerial_tab(backend: Backend) -> None:
             files = gr.File(label="Downloads", file_count="multiple", interactive=False)
 
     def on_run(image: Any, imgs: Any, masks: Any, method: str, refine: bool, tile: float,
-               k: float, pixel_size: float, height: float, model: str,
+               k: float, pixel_size: float, height: float, model: str, views: float,
                progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
         return cb.make_city_map(image, imgs, masks, method, refine, tile, k, pixel_size, height,
-                                report=lambda f, d: progress(f or 0.0, desc=d),
-                                model=model)  # fmt: skip
+                                report=lambda f, d: progress(f or 0.0, desc=d), model=model,
+                                head_views=views)  # fmt: skip
 
     run.click(on_run, inputs=[image, imgs, masks, method, refine, tile, k, pixel_size, height,
-                              model],
+                              model, views],
               outputs=[summary, city_map, stats, city, files], api_name="aerial_map",
               concurrency_limit=2 if backend.kind == "celery" else 1)  # fmt: skip

@@ -63,6 +63,9 @@ def test_request_errors_are_clear(backend, tmp_path):
         aerial_request(str(tmp_path / "x.png"), None, None, "fewshot", False)
     with pytest.raises(InputError, match="one mask each"):
         aerial_request(str(tmp_path / "x.png"), ["a.png"], [], "fewshot", False)
+    Image.fromarray(city_tile(56, 70)[0]).save(tmp_path / "p.png")
+    request = aerial_request(str(tmp_path / "p.png"), None, None, "head", False, head_views=8)
+    assert request["config"]["head_views"] == 8  # the page's slider reaches the job's config
     with pytest.raises(gr.Error, match="upload an aerial photo"):  # the page's one handler
         AerialCallbacks(backend).make_city_map(None, None, None, "kmeans", False, 112, 3, 0.5, 10)
 
@@ -81,6 +84,7 @@ def test_job_refuses_bad_requests(backend, tmp_path):
         ({**good, "config": {"method": "fewshot"}}, "needs at least one annotated tile"),
         ({**good, "supports": [{"image": str(photo)}]}, "annotated tile 1 mask"),
         ({**good, "config": {"tile": 0}}, "tile must be positive"),
+        ({**good, "config": {"method": "head", "head_views": 9}}, "head_views 9: use 1 to 8"),
         ("photo.png", "must be an object"),
     ]
     for request, message in bad:
