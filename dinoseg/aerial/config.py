@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dinoseg.aerial.methods.base import TileSettings
+from dinoseg.aerial.methods.head import check_views
 from dinoseg.aerial.methods.segformer import SEGFORMER_B5
 from dinoseg.aerial.reader import MAX_TILED_PIXELS
 from dinoseg.aerial.tiling import plan_tiles
@@ -63,8 +64,7 @@ class AerialConfig:
         for key in ("tile", "tile_batch", "mesh_cells", "preview_max_side", "refine_block"):
             if getattr(self, key) < 1:
                 raise InputError(f"{key} must be positive, got {getattr(self, key)}")
-        if not 1 <= self.head_views <= 8:
-            raise InputError(f"head_views {self.head_views}: use 1 to 8 orientations per tile")
+        check_views(self.head_views, "head_views")
         if self.pixel_size <= 0 or self.building_height <= 0:
             raise InputError("pixel_size and building_height must be positive")
         plan_tiles((self.tile, self.tile), self.tile, self.overlap)  # tile and overlap sizes

@@ -31,14 +31,22 @@ ORIENTATIONS = ((0, False), (0, True), (2, True), (2, False), (1, False), (3, Fa
                 (3, True))
 
 
-def orient(x: np.ndarray, view: int, inverse: bool = False) -> np.ndarray:
-    """``x`` (..., H, W) turned to orientation ``view`` (or back from it, ``inverse``)."""
+def orient(x: np.ndarray, view: int, axes: tuple[int, int] = (-2, -1),
+           inverse: bool = False) -> np.ndarray:  # fmt: skip
+    """``x`` with its (H, W) ``axes`` turned to orientation ``view`` (or back from it,
+    ``inverse``); a view of ``x``, no copy."""
     turns, mirror = ORIENTATIONS[view]
     if inverse:
-        x = np.flip(x, -1) if mirror else x
-        return np.rot90(x, -turns, axes=(-2, -1))
-    x = np.rot90(x, turns, axes=(-2, -1))
-    return np.flip(x, -1) if mirror else x
+        x = np.flip(x, axes[1]) if mirror else x
+        return np.rot90(x, -turns, axes=axes)
+    x = np.rot90(x, turns, axes=axes)
+    return np.flip(x, axes[1]) if mirror else x
+
+
+def check_views(views: int, name: str = "views") -> None:
+    """Raise :class:`InputError` unless ``views`` is 1 to ``len(ORIENTATIONS)``."""
+    if not 1 <= views <= len(ORIENTATIONS):
+        raise InputError(f"{name} {views}: use 1 to {len(ORIENTATIONS)} orientations per tile")
 
 
 class HeadMethod(AerialMethod):
@@ -54,8 +62,7 @@ class HeadMethod(AerialMethod):
     def __init__(self, head: SegHead, encoder: TileEncoder, *, tiles: TileSettings | None = None,
                  views: int = 1):  # fmt: skip
         super().__init__(tiles)
-        if not 1 <= views <= len(ORIENTATIONS):
-            raise InputError(f"views {views}: use 1 to {len(ORIENTATIONS)} orientations per tile")
+        check_views(views)
         self.views = views
         layers = encoder.backbone.layers
         missing = [b for b in head.spec.blocks if b not in layers]
@@ -85,12 +92,11 @@ class HeadMethod(AerialMethod):
         """``(B, th, tw, 3)`` uint8 -> ``(B, M, th, tw)`` float32 class probabilities."""
         square = tiles.shape[1] == tiles.shape[2]
         views = [v for v in range(self.views) if square or ORIENTATIONS[v][0] % 2 == 0]
-        channels_first = tiles.transpose(0, 3, 1, 2)
-        total = np.zeros((), np.float32)
-        for v in views:
-            seen = np.ascontiguousarray(orient(channels_first, v).transpose(0, 2, 3, 1))
-            total = total + orient(self._probs(seen), v, inverse=True)
-        probs = np.ascontiguousarray(total / len(views), dtype=np.float32)
+        probs = self._probs(tiles)  # view 0: the tile itself
+        for v in views[1:]:
+            turned = np.ascontiguousarray(orient(tiles, v, axes=(1, 2)))
+            probs += orient(self._probs(turned), v, axes=(2, 3), inverse=True)
+        probs /= len(views)
         self._confidence += probs.max(1).mean((1, 2)).tolist()
         return probs
 
