@@ -36,6 +36,20 @@ class DemoPage:
 
     def __init__(self, page):
         self.page = page
+        self._open: set[Any] = set()  # requests started and not finished (settle)
+        self._last = time.monotonic()
+        page.on("request", self._started)
+        page.on("requestfinished", self._ended)
+        page.on("requestfailed", self._ended)
+
+    def _started(self, request: Any) -> None:
+        if "/queue/data" not in request.url and "heartbeat" not in request.url:
+            self._open.add(request)
+        self._last = time.monotonic()
+
+    def _ended(self, request: Any) -> None:
+        self._open.discard(request)
+        self._last = time.monotonic()
 
     def _clear(self, selector: str, label: str) -> None:
         button = self.page.locator(f"{selector} button[aria-label='{label}']")
@@ -65,6 +79,8 @@ class DemoPage:
         """Gradio's image editor now and then drops an upload (seen in the bench, right after
         another request): the file is given again until the canvas shows it."""
         for attempt in range(tries):
+            if attempt:  # the same file again is no change to the input: empty it first
+                self.page.set_input_files("#support-1 input[type=file]", [])
             self.page.set_input_files("#support-1 input[type=file]", str(image))
             try:
                 wait_text(self.page, "#support-1", "Upload an image", False, timeout_ms=20_000)
@@ -72,6 +88,16 @@ class DemoPage:
             except Exception:
                 if attempt == tries - 1:
                     raise
+
+    def settle(self, quiet_s: float = 0.5, timeout_s: float = 15.0) -> None:
+        """Wait until no request of the page has started or been open for ``quiet_s`` (Gradio's
+        image editor re-uploads its layers for a second or two after every event); the queue's
+        event stream does not count."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self._open and time.monotonic() - self._last >= quiet_s:
+                return
+            self.page.wait_for_timeout(50)
 
     def choose_prototype(self) -> None:
         self.page.click("#model input")
@@ -109,4 +135,7 @@ def demo_page(url: str, **options: Any) -> Iterator[DemoPage]:
         page.set_default_timeout(60_000)
         page.goto(url, wait_until="domcontentloaded")
         page.wait_for_selector("#run")
+        # the support editor drops a file given before its canvas exists (0.3-0.9 s after load;
+        # the first page of a freshly started app lost every upload without this wait)
+        page.wait_for_selector("#support-1 canvas", state="attached")
         yield DemoPage(page)
