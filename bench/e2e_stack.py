@@ -99,9 +99,11 @@ class Redis:
 
 
 class Stack:
-    """``dinoseg demo --no-labelstudio`` (app + one worker) on ``project``."""
+    """``dinoseg demo --no-labelstudio`` (app + one worker; ``in_process``: the app runs the
+    model itself, ``--no-worker``) on ``project``."""
 
-    def __init__(self, project: Path, threads: int, broker: str | None = None):
+    def __init__(self, project: Path, threads: int, broker: str | None = None,
+                 in_process: bool = False):  # fmt: skip
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "DINOSEG_HOME": str(project / "var"),
@@ -115,7 +117,8 @@ class Stack:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dinoseg", "demo", "--port", str(self.port),
-             "--no-labelstudio", "--project", str(project)],
+             "--no-labelstudio", "--project", str(project),
+             *(["--no-worker"] if in_process else [])],
             cwd=project, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True,
         )  # fmt: skip

@@ -1,14 +1,15 @@
 """End-to-end latency of one ``segment`` request, in one run on one machine: the served
 predictor in-process, the serving job in-process, the ``segment`` task through the embedded
 stack (SQLite broker) and through Redis, and a browser click -> result on the page (Playwright
-+ Chromium) — for 1 and 4 queries, with a cached and with a new support. Prints each median
-(seconds) and its ratio to the in-process predictor.
++ Chromium) on that stack and on the app that runs the model itself (``dinoseg demo
+--no-worker``: ``browser-local``) — for 1 and 4 queries, with a cached and with a new
+support. Prints each median (seconds) and its ratio to the in-process predictor.
 
 Every run uses CamVid images (480x360, served at 448 px) it has not used before on that path,
 so no feature cache holds them; the cached-support rows first encode the support once.
 
 Usage: python bench/latency_e2e.py [--runs 3] [--threads 2] [--paths predictor job sqlite
-redis browser] [--json OUT]
+redis browser browser-local] [--json OUT]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from e2e_stack import REPO, Pool, Redis, Stack, celery_backend, dump, requests_for, write_project
 
-PATHS = ("predictor", "job", "sqlite", "redis", "browser")
+PATHS = ("predictor", "job", "sqlite", "redis", "browser", "browser-local")
 CASES = [(1, "cached"), (4, "cached"), (1, "new"), (4, "new")]
 #: what one timed run does: (support or None to keep the last one, queries) -> the seconds it
 #: timed itself, or None to be timed from call to return
@@ -80,7 +81,8 @@ def backend_runner(backend: object, uploads: Path) -> Runner:
 
 def browser_cases(url: str, pool: Pool, runs: int, cases: list) -> dict[str, float]:
     """Click -> first mask shown, per case (one page; the uploads before each click are not
-    timed: ``run`` times the click itself and returns those seconds)."""
+    timed, and each click waits until the page's network has been quiet for 0.5 s, as a
+    visitor's would be: ``run`` times the click itself and returns those seconds)."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))  # the page driver lives with the browser test
     from tests.webapp.demo_page import demo_page
@@ -91,6 +93,7 @@ def browser_cases(url: str, pool: Pool, runs: int, cases: list) -> dict[str, flo
         for n, support in cases:
             def run(s: tuple[Path, Path] | None, q: list[Path]) -> float:
                 page.upload(s, q)
+                page.settle()  # the editor's uploads after the last event are over
                 return page.segment(q[0])
 
             out[f"{n}/{support}"] = timed(run, pool, n, support, runs)
@@ -112,6 +115,15 @@ def stack_cases(project: Path, args: argparse.Namespace, pool: Pool,
         if not broker and "browser" in args.paths:
             out["browser"] = browser_cases(stack.url, pool, args.runs, CASES)
         return out
+    finally:
+        stack.stop()
+
+
+def local_browser(project: Path, args: argparse.Namespace, pool: Pool) -> dict[str, float]:
+    """The browser row on ``dinoseg demo --no-worker`` (no broker, no worker process)."""
+    stack = Stack(project, args.threads, in_process=True).wait_up()
+    try:
+        return browser_cases(stack.url, pool, args.runs, CASES)
     finally:
         stack.stop()
 
@@ -165,6 +177,8 @@ def main() -> None:
         rows = in_process(project, args, pool)
         if {"sqlite", "browser"} & set(args.paths):
             rows.update(stack_cases(project, args, pool, None))
+        if "browser-local" in args.paths:
+            rows["browser-local"] = local_browser(project, args, pool)
         if "redis" in args.paths:
             redis = Redis.start()
             try:
