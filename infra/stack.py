@@ -120,10 +120,14 @@ def _raise_stop(signum: int, frame: Any) -> None:
 
 
 def stack_env(cfg: StackConfig, env: Mapping[str, str]) -> dict[str, str]:
-    """The children's environment: one absolute home, Label Studio credentials, and the
-    checkout importable when the services run in another project folder."""
+    """The children's environment: one absolute home, Label Studio credentials, the
+    checkout importable when the services run in another project folder, and OpenMP threads
+    that sleep instead of spinning while they wait (``OMP_WAIT_POLICY=PASSIVE`` unless set:
+    the services share the cores, and a spinning worker lost to the app and a browser on the
+    same machine, README "End to end")."""
     out = dict(env)
     out["DINOSEG_HOME"] = str(runtime.home(out))  # every child agrees on one absolute home
+    out.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if cfg.device:
         out["DINOSEG_DEVICE"] = cfg.device  # serving.config.DEVICE_ENV
     out.update(labelstudio_env(out))  # the worker talks to Label Studio with the same token

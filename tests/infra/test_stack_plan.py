@@ -162,3 +162,20 @@ def test_a_process_is_described_by_its_program_and_script_names_however_deep_its
     name = Path(sys.executable).name
     assert line.startswith(f"pid {proc.pid} ({name} label-studio start --data-dir "), line
     assert len(line) <= len(f"pid {proc.pid} ()") + 100 and describe(None).startswith("a process")
+
+
+def test_every_service_gets_sleeping_openmp_threads_unless_told_otherwise(tmp_path):
+    """``OMP_WAIT_POLICY=PASSIVE`` reaches a real worker child (the supervisor's environment
+    merged with the worker's own); a value the user set is kept."""
+    import subprocess
+
+    base = {"DINOSEG_HOME": str(tmp_path), "PATH": os.environ.get("PATH", "")}
+    env = stack_env(StackConfig(labelstudio=False), base)
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert stack_env(StackConfig(), {**base, "OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] \
+        == "ACTIVE"
+    worker = next(s for s in plan(StackConfig(labelstudio=False), env) if s.name == "worker")
+    probe = "import os; print(os.environ['OMP_WAIT_POLICY'], os.environ['OMP_NUM_THREADS'])"
+    out = subprocess.run([sys.executable, "-c", probe], env={**env, **worker.env},
+                         capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert out[0] == "PASSIVE" and int(out[1]) >= 1
