@@ -9,6 +9,7 @@ showing every class, seeded). Training CPU and wall time come from the child's r
     python bench/aerial_heads.py eval [--refine] [--views 8]  # their reports
     python bench/aerial_heads.py baselines [--baselines fewshot-5]  # few-shot / k-means / SAM
     python bench/aerial_heads.py curve                # mIoU vs labelled tiles: head vs few-shot
+    python bench/aerial_heads.py scene [--views 8]    # + labelled images of the val scenes
     python bench/aerial_heads.py table                # the README tables from the reports
 """
 
@@ -27,12 +28,17 @@ from typing import Any
 from aerial_compare import DATA, SUBSET, pick_supports
 
 OUT = Path("runs/aerial_heads")
+#: the val parts the aerial gate scores (aerial/params.yaml): where options are chosen
+GATE = ("part_003", "part_007")
 AUG = "crop,rotate,jitter,blur"
 VARIANTS: dict[str, dict[str, Any]] = {  # name -> AerialTrainConfig overrides
     "linear": {"strategy": "frozen", "kind": "linear"},
     "linear+aug": {"strategy": "frozen", "kind": "linear", "augment": AUG},
     # inverse-frequency class weights (vegetation 4.9 % of the labels) / the last block read too
     "linear+aug+bal1": {"strategy": "frozen", "kind": "linear", "augment": AUG, "balance": 1.0},
+    # tiles encoded at 1.5x their ground resolution (784 px per 518 px tile): finer patches
+    "linear+aug+bal1+s784": {"strategy": "frozen", "kind": "linear", "augment": AUG,
+                             "balance": 1.0, "image_size": 784},
     "linear+aug+b11": {"strategy": "frozen", "kind": "linear", "augment": AUG,
                        "blocks": "6,7,8,9,10,11"},
     "cnn": {"strategy": "frozen", "kind": "conv", "hidden": 64},
@@ -52,6 +58,10 @@ BASELINES: dict[str, tuple[list[str], int]] = {  # name -> (eval flags, supports
     "fewshot-5+refine": (["--method", "fewshot", "--refine"], 5),
 }
 CURVE = (1, 3, 9, 27)
+#: val parts an annotator labels in the ``scene`` runs, in this order, per val tile: never the
+#: reported parts (001/005/009) nor the gate's (003/007)
+SCENE_PARTS = ("002", "004", "006", "008")
+SCENE_VARIANT = "linear+aug+bal1"
 
 
 def _run(cmd: list[str], threads: int) -> dict[str, float]:
@@ -69,12 +79,12 @@ def _run(cmd: list[str], threads: int) -> dict[str, float]:
 
 
 def train(name: str, overrides: dict[str, Any], args: argparse.Namespace,
-          images: list[str] | None = None) -> Path:  # fmt: skip
+          images: list[str] | None = None, splits: str = "train") -> Path:  # fmt: skip
     out = args.out / "heads" / name
     if (out / "config.json").is_file() and not args.force:
         return out
     pairs = {**overrides, "threads": args.threads, "feature_cache": str(args.out / "cache"),
-             "data": f"{args.data}:train"}  # fmt: skip
+             "data": ",".join(f"{args.data}:{s}" for s in splits.split(","))}  # fmt: skip
     if images:
         pairs["images"] = ",".join(images)
     cmd = [sys.executable, "-m", "dinoseg", "aerial", "train", "--out", str(out),
@@ -89,7 +99,7 @@ def evaluate(name: str, flags: list[str], args: argparse.Namespace) -> dict[str,
     report = args.out / "reports" / f"{name}.json"
     if report.is_file() and not args.force:
         return dict(json.loads(report.read_text()))
-    only = [] if args.images == "all" else ["--only", *SUBSET]
+    only = {"all": [], "subset": ["--only", *SUBSET], "gate": ["--only", *GATE]}[args.images]
     cmd = [sys.executable, "-m", "dinoseg", "aerial", "eval", "--data", str(args.data),
            "--split", "val", *only, "--out", str(report), *flags]
     _run(cmd, args.threads)
@@ -111,6 +121,13 @@ def support_flags(stems: list[str], root: Path) -> list[str]:
                                        str(t / "masks" / f"{s}.png"))]
 
 
+def scene_images(n: int, root: Path) -> list[str]:
+    """The 27 train images + the first ``n`` of :data:`SCENE_PARTS` of each val tile."""
+    train_stems = sorted(p.stem for p in (root / "train" / "masks").glob("*.png"))
+    tiles = sorted({p.stem.split("_")[0] for p in (root / "val" / "masks").glob("*.png")})
+    return train_stems + [f"{t}_image_part_{part}" for t in tiles for part in SCENE_PARTS[:n]]
+
+
 def head_flags(name: str, args: argparse.Namespace) -> list[str]:
     flags = ["--method", "head", "--model", str(args.out / "heads" / name)]
     if VARIANTS.get(name, {}).get("strategy", "frozen") == "frozen":  # curve heads: frozen
@@ -120,21 +137,22 @@ def head_flags(name: str, args: argparse.Namespace) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("what", choices=("train", "eval", "baselines", "curve", "table"))
+    ap.add_argument("what", choices=("train", "eval", "baselines", "curve", "scene", "table"))
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=list(BASELINES),
                     help="baselines: which of them")
     ap.add_argument("--refine", action="store_true", help="eval: + SAM refinement")
     ap.add_argument("--views", type=int, default=1, help="eval: head_views (test orientations)")
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--images", choices=("subset", "all"), default="subset")
+    ap.add_argument("--images", choices=("subset", "gate", "all"), default="subset",
+                    help="val images: parts 001/005/009 (reported), 003/007 (choosing), all 27")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--force", action="store_true", help="redo what exists")
     ap.add_argument("--curve-variant", default="linear", choices=list(VARIANTS),
                     help="the head of the learning curve (a frozen one)")
     args = ap.parse_args()
-    suffix = "" if args.images == "subset" else "@all"
+    suffix = "" if args.images == "subset" else f"@{args.images}"
     if args.what == "train":
         for name in args.variants:
             train(name, VARIANTS[name], args)
@@ -156,6 +174,15 @@ def main() -> None:
             evaluate(f"curve-head-{n}{suffix}", head_flags(f"n{n}", args), args)
             evaluate(f"curve-fewshot-{n}{suffix}",
                      ["--method", "fewshot", *support_flags(stems, args.data)], args)
+    elif args.what == "scene":
+        if args.images != "subset":
+            sys.exit("scene: reported on parts 001/005/009 only (the others train or choose)")
+        for n in range(1, len(SCENE_PARTS) + 1):
+            name = f"scene{n}"
+            train(name, VARIANTS[SCENE_VARIANT], args, scene_images(n, args.data), "train,val")
+            tta = f"+tta{args.views}" if args.views > 1 else ""
+            flags = head_flags(name, args) + ([f"head_views={args.views}"] if tta else [])
+            evaluate(name + tta + suffix, flags, args)
     else:
         from aerial_heads_table import print_tables
 

@@ -20,6 +20,7 @@ ROWS = (  # report name -> row label
     ("linear+aug+tta8", "head-frozen, linear + aug, 8 test views"),
     ("linear+aug+bal1", "head-frozen, linear + aug, inverse-frequency class weights"),
     ("linear+aug+bal1+tta8", "head-frozen, linear + aug, inverse-frequency weights, 8 views"),
+    ("linear+aug+bal1+s784", "head-frozen, linear + aug, inverse-frequency weights, 1.5x scale"),
     ("linear+aug+b11", "head-frozen, linear + aug, blocks 6-11"),
     ("cnn", "head-frozen, small CNN (3x3 conv)"),
     ("cnn+aug", "head-frozen, small CNN + aug"),
@@ -77,3 +78,16 @@ def print_tables(out: Path, suffix: str = "") -> None:
             print(f"| {n} | {_f(rh['miou'])} | {_f(rs['miou'])} | "
                   f"{_f(rh['safety']['fnr'].get('road'))} | "
                   f"{_f(rs['safety']['fnr'].get('road'))} |")
+    print()
+    print("| val-scene images labelled | views | land | water | building | vegetation | road | "
+          "mIoU | road FNR |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n in range(5):
+        for tta in ("", "+tta8"):
+            name = (f"scene{n}" if n else "linear+aug+bal1") + tta
+            f = reports / f"{name}{suffix}.json"
+            if f.is_file():
+                r = json.loads(f.read_text())
+                ious = " | ".join(_f(r["per_class"][c]["iou"]) for c in CLASSES)
+                print(f"| {3 * n} | {8 if tta else 1} | {ious} | {_f(r['miou'])} | "
+                      f"{_f(r['safety']['fnr'].get('road'))} |")
