@@ -165,9 +165,9 @@ def test_a_process_is_described_by_its_program_and_script_names_however_deep_its
 
 
 def test_every_service_gets_sleeping_openmp_threads_unless_told_otherwise(tmp_path):
-    """``OMP_WAIT_POLICY=PASSIVE`` reaches a real worker child (the supervisor's environment
-    merged with the worker's own); a value the user set is kept."""
-    import subprocess
+    """``OMP_WAIT_POLICY=PASSIVE`` reaches a real child the supervisor starts with the worker's
+    own environment; a value the user set is kept."""
+    import time
 
     base = {"DINOSEG_HOME": str(tmp_path), "PATH": os.environ.get("PATH", "")}
     env = stack_env(StackConfig(labelstudio=False), base)
@@ -175,7 +175,16 @@ def test_every_service_gets_sleeping_openmp_threads_unless_told_otherwise(tmp_pa
     assert stack_env(StackConfig(), {**base, "OMP_WAIT_POLICY": "ACTIVE"})["OMP_WAIT_POLICY"] \
         == "ACTIVE"
     worker = next(s for s in plan(StackConfig(labelstudio=False), env) if s.name == "worker")
-    probe = "import os; print(os.environ['OMP_WAIT_POLICY'], os.environ['OMP_NUM_THREADS'])"
-    out = subprocess.run([sys.executable, "-c", probe], env={**env, **worker.env},
-                         capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
-    assert out[0] == "PASSIVE" and int(out[1]) >= 1
+    probe = ("import os, time; print('omp', os.environ['OMP_WAIT_POLICY'], "
+             "os.environ['OMP_NUM_THREADS'], flush=True); time.sleep(60)")  # fmt: skip
+    svc = Service("worker", [sys.executable, "-c", probe], env=worker.env, ready_line="omp")
+    sup = Supervisor([svc], env, lambda s: None)
+    sup.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "omp" not in sup.tail("worker") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        words = sup.tail("worker").split()
+    finally:
+        sup.stop()
+    assert words[words.index("omp") + 1] == "PASSIVE" and int(words[words.index("omp") + 2]) >= 1
