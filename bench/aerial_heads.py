@@ -135,6 +135,13 @@ def head_flags(name: str, args: argparse.Namespace) -> list[str]:
     return flags
 
 
+def view_flags(args: argparse.Namespace) -> tuple[str, list[str]]:
+    """``--views``: the report name's tag and the eval flag (none for one view)."""
+    if args.views == 1:
+        return "", []
+    return f"+tta{args.views}", [f"head_views={args.views}"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("what", choices=("train", "eval", "baselines", "curve", "scene", "table"))
@@ -158,9 +165,8 @@ def main() -> None:
             train(name, VARIANTS[name], args)
     elif args.what == "eval":
         for name in args.variants:
-            flags = head_flags(name, args) + (["--refine"] if args.refine else [])
-            tta = f"+tta{args.views}" if args.views > 1 else ""
-            flags += [f"head_views={args.views}"] if tta else []
+            tta, views = view_flags(args)
+            flags = head_flags(name, args) + (["--refine"] if args.refine else []) + views
             evaluate(name + tta + ("+refine" if args.refine else "") + suffix, flags, args)
     elif args.what == "baselines":
         for name in args.baselines:
@@ -180,9 +186,8 @@ def main() -> None:
         for n in range(1, len(SCENE_PARTS) + 1):
             name = f"scene{n}"
             train(name, VARIANTS[SCENE_VARIANT], args, scene_images(n, args.data), "train,val")
-            tta = f"+tta{args.views}" if args.views > 1 else ""
-            flags = head_flags(name, args) + ([f"head_views={args.views}"] if tta else [])
-            evaluate(name + tta + suffix, flags, args)
+            tta, views = view_flags(args)
+            evaluate(name + tta + suffix, head_flags(name, args) + views, args)
     else:
         from aerial_heads_table import print_tables
 
