@@ -1,4 +1,4 @@
-"""Supervised aerial heads vs the other methods on the same Dubai val tiles (README table).
+"""Supervised aerial heads vs the other methods on the same Dubai val tiles (docs/aerial.md tables).
 
 Every number comes from ``dinoseg aerial train`` / ``dinoseg aerial eval`` run as subprocesses
 (``OMP_NUM_THREADS`` = ``--threads``), on the val images of bench/aerial_compare.py (parts
@@ -10,7 +10,7 @@ showing every class, seeded). Training CPU and wall time come from the child's r
     python bench/aerial_heads.py baselines [--baselines fewshot-5]  # few-shot / k-means / SAM
     python bench/aerial_heads.py curve                # mIoU vs labelled tiles: head vs few-shot
     python bench/aerial_heads.py scene [--views 8]    # + labelled images of the val scenes
-    python bench/aerial_heads.py table                # the README tables from the reports
+    python bench/aerial_heads.py table                # the docs/aerial.md tables from the reports
 """
 
 from __future__ import annotations
@@ -39,6 +39,19 @@ VARIANTS: dict[str, dict[str, Any]] = {  # name -> AerialTrainConfig overrides
     # tiles encoded at 1.5x their ground resolution (784 px per 518 px tile): finer patches
     "linear+aug+bal1+s784": {"strategy": "frozen", "kind": "linear", "augment": AUG,
                              "balance": 1.0, "image_size": 784},
+    # more augmented views per image (12, 24 instead of 4), and stronger ones (scale, colour:
+    # strength 0.4 instead of 0.25)
+    "linear+aug+bal1+v12": {"strategy": "frozen", "kind": "linear", "augment": AUG,
+                            "balance": 1.0, "views": 12},
+    "linear+aug+bal1+v24": {"strategy": "frozen", "kind": "linear", "augment": AUG,
+                            "balance": 1.0, "views": 24},
+    # larger tiles (770 px = 55 patches, overlap 140): more context in each tile's attention
+    "linear+aug+bal1+t770": {"strategy": "frozen", "kind": "linear", "augment": AUG,
+                             "balance": 1.0, "tile": 770, "overlap": 140},
+    "linear+aug+bal1+v12+s40": {"strategy": "frozen", "kind": "linear", "augment": AUG,
+                                "balance": 1.0, "views": 12, "strength": 0.4},
+    "linear+aug+bal1+s40": {"strategy": "frozen", "kind": "linear", "augment": AUG,
+                            "balance": 1.0, "strength": 0.4},
     "linear+aug+b11": {"strategy": "frozen", "kind": "linear", "augment": AUG,
                        "blocks": "6,7,8,9,10,11"},
     "cnn": {"strategy": "frozen", "kind": "conv", "hidden": 64},
@@ -50,6 +63,12 @@ VARIANTS: dict[str, dict[str, Any]] = {  # name -> AerialTrainConfig overrides
     "progressive+aug": {"strategy": "progressive", "kind": "linear", "batch_size": 4,
                         "augment": AUG},
 }
+#: the same recipe with other seeds (held-back images, augmented views, initialisation,
+#: batch order): ``NAME+seedN``
+SEEDED = {"linear+aug+bal1": (1, 2), "linear+aug+bal1+s40": (1, 2),
+          "linear+aug+bal1+v12+s40": (1, 2)}
+VARIANTS.update({f"{name}+seed{seed}": {**VARIANTS[name], "seed": seed}
+                 for name, seeds in SEEDED.items() for seed in seeds})
 BASELINES: dict[str, tuple[list[str], int]] = {  # name -> (eval flags, supports)
     "fewshot-1": (["--method", "fewshot"], 1),
     "fewshot-5": (["--method", "fewshot"], 5),
@@ -130,9 +149,10 @@ def scene_images(n: int, root: Path) -> list[str]:
 
 def head_flags(name: str, args: argparse.Namespace) -> list[str]:
     flags = ["--method", "head", "--model", str(args.out / "heads" / name)]
-    if VARIANTS.get(name, {}).get("strategy", "frozen") == "frozen":  # curve heads: frozen
+    variant = VARIANTS.get(name, {})
+    if variant.get("strategy", "frozen") == "frozen":  # curve heads: frozen
         flags.append(f"feature_cache={args.out / 'val_cache'}")  # frozen: same tile features
-    return flags
+    return flags + [f"{k}={variant[k]}" for k in ("tile", "overlap") if k in variant]
 
 
 def view_flags(args: argparse.Namespace) -> tuple[str, list[str]]:

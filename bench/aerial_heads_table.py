@@ -1,5 +1,5 @@
-"""The README tables of bench/aerial_heads.py, from its reports (``python bench/aerial_heads.py
-table``)."""
+"""The docs/aerial.md tables of bench/aerial_heads.py, from its reports (``python
+bench/aerial_heads.py table``)."""
 
 from __future__ import annotations
 
@@ -79,6 +79,7 @@ def print_tables(out: Path, suffix: str = "") -> None:
                   f"{_f(rh['safety']['fnr'].get('road'))} | "
                   f"{_f(rs['safety']['fnr'].get('road'))} |")
     _scene_table(reports, suffix)
+    _seed_table(reports)
 
 
 def _scene_table(reports: Path, suffix: str) -> None:
@@ -98,3 +99,25 @@ def _scene_table(reports: Path, suffix: str) -> None:
                 ious = " | ".join(_f(r["per_class"][c]["iou"]) for c in CLASSES)
                 print(f"| {n} | {8 if tta else 1} | {ious} | {_f(r['miou'])} | "
                       f"{_f(r['safety']['fnr'].get('road'))} |")
+
+
+def _seed_table(reports: Path) -> None:
+    """Each seeded recipe: mIoU and road FNR per seed (0, then its ``+seedN`` runs) on the gate's
+    images, the reported ones and those with 8 test views, and the mean over the seeds."""
+    from aerial_heads import SEEDED
+
+    print()
+    print("| recipe | gate mIoU | gate road FNR | mIoU | road FNR | 8 views: mIoU | road FNR |")
+    print("|---|---|---|---|---|---|---|")
+    for name, seeds in SEEDED.items():
+        names = [name] + [f"{name}+seed{s}" for s in seeds]
+        cells = []
+        for suffix in ("@gate", "", "+tta8"):
+            found = [reports / f"{n}{suffix}.json" for n in names]
+            rs = [json.loads(f.read_text()) for f in found if f.is_file()]
+            for values in ([r["miou"] for r in rs],
+                           [r["safety"]["fnr"].get("road") for r in rs]):  # fmt: skip
+                mean = sum(values) / len(values) if values else None
+                cells.append(" / ".join(_f(v) for v in values) + f" ({_f(mean)})" if values
+                             else "–")  # fmt: skip
+        print(f"| {name} | " + " | ".join(cells) + " |")
