@@ -211,7 +211,7 @@ def main() -> None:
     else:
         from aerial_heads_table import print_tables
 
-        print_tables(args.out, suffix)
+        print_tables(args.out, suffix, (SCENE_VARIANT, SCENE_PARTS), SEEDED)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ bench/aerial_heads.py table``)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,10 @@ def row(label: str, r: dict[str, Any], train: str = "") -> str:
             f"{_f(r['peak_rss_mb'], 0)} | {train} |")
 
 
-def print_tables(out: Path, suffix: str = "") -> None:
+def print_tables(out: Path, suffix: str, scene: tuple[str, Sequence[str]],
+                 seeded: Mapping[str, Sequence[int]]) -> None:  # fmt: skip
+    """Every table whose reports exist; ``scene``: the scene runs' recipe and val parts,
+    ``seeded``: recipe -> its extra seeds (bench/aerial_heads.py's SCENE_* and SEEDED)."""
     reports = out / "reports"
     print("| method | land | water | building | vegetation | road | mIoU | boundary F1 | "
           "pixel acc. | road FNR | water FPR | CPU s/MP | peak RSS MB | train min wall / CPU |")
@@ -78,21 +82,19 @@ def print_tables(out: Path, suffix: str = "") -> None:
             print(f"| {n} | {_f(rh['miou'])} | {_f(rs['miou'])} | "
                   f"{_f(rh['safety']['fnr'].get('road'))} | "
                   f"{_f(rs['safety']['fnr'].get('road'))} |")
-    _scene_table(reports, suffix)
-    _seed_table(reports)
+    _scene_table(reports, suffix, *scene)
+    _seed_table(reports, seeded)
 
 
-def _scene_table(reports: Path, suffix: str) -> None:
+def _scene_table(reports: Path, suffix: str, variant: str, parts: Sequence[str]) -> None:
     """The ``scene`` runs beside their recipe trained on the train images alone."""
-    from aerial_heads import SCENE_PARTS, SCENE_VARIANT
-
     print()
     print("| val-scene images labelled per val tile | views | land | water | building | "
           "vegetation | road | mIoU | road FNR |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for n in range(len(SCENE_PARTS) + 1):
+    for n in range(len(parts) + 1):
         for tta in ("", "+tta8"):
-            name = (f"scene{n}" if n else SCENE_VARIANT) + tta
+            name = (f"scene{n}" if n else variant) + tta
             f = reports / f"{name}{suffix}.json"
             if f.is_file():
                 r = json.loads(f.read_text())
@@ -101,15 +103,13 @@ def _scene_table(reports: Path, suffix: str) -> None:
                       f"{_f(r['safety']['fnr'].get('road'))} |")
 
 
-def _seed_table(reports: Path) -> None:
+def _seed_table(reports: Path, seeded: Mapping[str, Sequence[int]]) -> None:
     """Each seeded recipe: mIoU and road FNR per seed (0, then its ``+seedN`` runs) on the gate's
     images, the reported ones and those with 8 test views, and the mean over the seeds."""
-    from aerial_heads import SEEDED
-
     print()
     print("| recipe | gate mIoU | gate road FNR | mIoU | road FNR | 8 views: mIoU | road FNR |")
     print("|---|---|---|---|---|---|---|")
-    for name, seeds in SEEDED.items():
+    for name, seeds in seeded.items():
         names = [name] + [f"{name}+seed{s}" for s in seeds]
         cells = []
         for suffix in ("@gate", "", "+tta8"):
