@@ -52,6 +52,9 @@ VARIANTS: dict[str, dict[str, Any]] = {  # name -> AerialTrainConfig overrides
                                 "balance": 1.0, "views": 12, "strength": 0.4},
     "linear+aug+bal1+s40": {"strategy": "frozen", "kind": "linear", "augment": AUG,
                             "balance": 1.0, "strength": 0.4},
+    # square-root inverse-frequency weights (the code default) with strength 0.4
+    "linear+aug+bal05+s40": {"strategy": "frozen", "kind": "linear", "augment": AUG,
+                             "balance": 0.5, "strength": 0.4},
     "linear+aug+b11": {"strategy": "frozen", "kind": "linear", "augment": AUG,
                        "blocks": "6,7,8,9,10,11"},
     "cnn": {"strategy": "frozen", "kind": "conv", "hidden": 64},
@@ -66,7 +69,7 @@ VARIANTS: dict[str, dict[str, Any]] = {  # name -> AerialTrainConfig overrides
 #: the same recipe with other seeds (held-back images, augmented views, initialisation,
 #: batch order): ``NAME+seedN``
 SEEDED = {"linear+aug+bal1": (1, 2), "linear+aug+bal1+s40": (1, 2),
-          "linear+aug+bal1+v12+s40": (1, 2)}
+          "linear+aug+bal1+v12+s40": (1, 2), "linear+aug+bal05+s40": (1, 2)}
 VARIANTS.update({f"{name}+seed{seed}": {**VARIANTS[name], "seed": seed}
                  for name, seeds in SEEDED.items() for seed in seeds})
 BASELINES: dict[str, tuple[list[str], int]] = {  # name -> (eval flags, supports)
