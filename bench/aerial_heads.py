@@ -83,7 +83,7 @@ CURVE = (1, 3, 9, 27)
 #: val parts an annotator labels in the ``scene`` runs, in this order, per val tile: never the
 #: reported parts (001/005/009) nor the gate's (003/007)
 SCENE_PARTS = ("002", "004", "006", "008")
-SCENE_VARIANT = "linear+aug+bal1"
+SCENE_VARIANT = "linear+aug+bal1+s40"
 
 
 def _run(cmd: list[str], threads: int) -> dict[str, float]:
