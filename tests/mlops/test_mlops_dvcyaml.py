@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
+import re
 from modulefinder import ModuleFinder
 from pathlib import Path
 
@@ -101,6 +103,41 @@ def test_stages_match_the_code():
     # annotators' labels never rerun the segmenter's stages (the head and memory learn them)
     for name in ("teacher", "distill", "train"):
         assert str(pipeline.TRAIN_SET) not in stages[name]["deps"]
+
+
+def fresh_checkout_lacks(dvcfile: str) -> list[str]:
+    """Deps of ``dvcfile`` inside the project that a fresh checkout lacks: no file git tracks is
+    at or under them and no stage of the file writes them (``dvc repro`` stops on a missing dep
+    before running anything)."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.splitlines()  # fmt: skip
+    stages = _load(dvcfile)["stages"]
+    params = yaml.safe_load(((ROOT / dvcfile).parent / "params.yaml").read_text())
+
+    def value(match: re.Match[str]) -> str:  # dvc's ${section.key} templating
+        node = params
+        for part in match.group(1).split("."):
+            node = node[part]
+        return str(node)
+
+    made = {o for s in stages.values() for o in _paths(s.get("outs")) | _paths(s.get("metrics"))}
+    missing = []
+    for stage in stages.values():
+        base = (ROOT / dvcfile).parent / stage.get("wdir", ".")
+        for dep in (re.sub(r"\$\{([\w.]+)\}", value, d) for d in _paths(stage.get("deps"))):
+            rel = Path(os.path.relpath((base / dep).resolve(), ROOT.resolve())).as_posix()
+            if rel.startswith("..") or any(_covers(m, dep) for m in made):
+                continue  # outside the project (shared data) or written by a stage
+            if not any(f == rel or f.startswith(rel + "/") for f in tracked):
+                missing.append(rel)
+    return sorted(set(missing))
+
+
+def test_a_fresh_checkout_has_every_dep_inside_the_project():
+    for dvcfile in ("dvc.yaml", "aerial/dvc.yaml"):
+        assert fresh_checkout_lacks(dvcfile) == [], f"{dvcfile}: track these (e.g. a .gitkeep)"
 
 
 def test_every_params_key_exists():
