@@ -159,10 +159,14 @@ def head_flags(name: str, args: argparse.Namespace) -> list[str]:
 
 
 def view_flags(args: argparse.Namespace) -> tuple[str, list[str]]:
-    """``--views``: the report name's tag and the eval flag (none for one view)."""
-    if args.views == 1:
-        return "", []
-    return f"+tta{args.views}", [f"head_views={args.views}"]
+    """``--views`` / ``--adapt``: the report name's tag and the eval flags (none for one view
+    and no adaptation)."""
+    tag, flags = "", []
+    if args.views != 1:
+        tag, flags = f"+tta{args.views}", [f"head_views={args.views}"]
+    if args.adapt:
+        tag, flags = tag + f"+adapt{args.adapt}", [*flags, f"head_adapt_steps={args.adapt}"]
+    return tag, flags
 
 
 def main() -> None:
@@ -173,6 +177,8 @@ def main() -> None:
                     help="baselines: which of them")
     ap.add_argument("--refine", action="store_true", help="eval: + SAM refinement")
     ap.add_argument("--views", type=int, default=1, help="eval: head_views (test orientations)")
+    ap.add_argument("--adapt", type=int, default=0,
+                    help="eval: head_adapt_steps (self-training on each photo; 0 = off)")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--images", choices=("subset", "gate", "all"), default="subset",
                     help="val images: parts 001/005/009 (reported), 003/007 (choosing), all 27")

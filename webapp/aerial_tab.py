@@ -47,7 +47,7 @@ def aerial_request(image: Any, support_images: Sequence[Any] | None,
                    support_masks: Sequence[Any] | None, method: str, refine: bool, *,
                    tile: int = 518, k: int = 8, pixel_size: float = 0.5,
                    building_height: float = 10.0, model: str = "",
-                   head_views: int = 1) -> dict[str, Any]:  # fmt: skip
+                   head_views: int = 1, adapt: bool = True) -> dict[str, Any]:  # fmt: skip
     """Store the uploaded files (content-addressed) and build the ``dinoseg.aerial`` request."""
     if not image:
         raise InputError("upload an aerial photo first")
@@ -63,6 +63,8 @@ def aerial_request(image: Any, support_images: Sequence[Any] | None,
               "building_height": float(building_height), "head_views": int(head_views)}  # fmt: skip
     if model.strip():
         config["model"] = model.strip()
+    if not adapt:  # on: params.yaml / the code default's steps
+        config["head_adapt_steps"] = 0
     return {"image": str(store_file(_path(image))), "supports": supports, "config": config}
 
 
@@ -76,6 +78,10 @@ def shown(reply: Mapping[str, Any]) -> tuple[str, str, list[list[Any]], str, lis
                      round(stats["unknown"]["area_m2"], 1)])  # fmt: skip
     summary = (f"**{stats['method']}**: {stats['image']['width']}×{stats['image']['height']} px, "
                f"{stats['buildings']} buildings, {stats['seconds_per_megapixel']:.1f} s/MP")
+    adapted = stats.get("adaptation", {})
+    if adapted.get("adapted"):
+        used = sum(adapted["pseudo_labels"].values())
+        summary += f"; adapted to this photo on {used} of {adapted['patches']} patches"
     return summary, str(reply["map"]), rows, str(reply["glb"]), [str(f) for f in reply["files"]]
 
 
@@ -89,10 +95,10 @@ class AerialCallbacks:
     def make_city_map(self, image: Any, imgs: Any, masks: Any, method: str, refine: bool,
                       tile: float, k: float, pixel_size: float, height: float,
                       report: Report = no_report, model: str = "",
-                      head_views: float = 1) -> tuple[Any, ...]:  # fmt: skip
+                      head_views: float = 1, adapt: bool = True) -> tuple[Any, ...]:  # fmt: skip
         request = aerial_request(image, imgs, masks, method, refine, tile=int(tile), k=int(k),
                                  pixel_size=pixel_size, building_height=height, model=model,
-                                 head_views=int(head_views))  # fmt: skip
+                                 head_views=int(head_views), adapt=bool(adapt))  # fmt: skip
         return shown(self.backend.aerial(request, report))
 
 
@@ -118,6 +124,8 @@ def build_aerial_tab(backend: Backend) -> None:
                                    "models:/...; empty = the default)")  # fmt: skip
                 views = gr.Slider(1, 8, value=1, step=1, label="Head method: orientations per "
                                   "tile (up to 8: a better map, that many times slower)")
+                adapt = gr.Checkbox(value=True, label="Head method: adapt to the photo first "
+                                    "(self-training on its confident patches)")
             run = gr.Button("Make the city map", variant="primary", elem_id="aerial-run")
         with gr.Column(scale=2):
             summary = gr.Markdown()
@@ -128,12 +136,12 @@ def build_aerial_tab(backend: Backend) -> None:
 
     def on_run(image: Any, imgs: Any, masks: Any, method: str, refine: bool, tile: float,
                k: float, pixel_size: float, height: float, model: str, views: float,
-               progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+               adapt_on: bool, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
         return cb.make_city_map(image, imgs, masks, method, refine, tile, k, pixel_size, height,
                                 report=lambda f, d: progress(f or 0.0, desc=d), model=model,
-                                head_views=views)  # fmt: skip
+                                head_views=views, adapt=adapt_on)  # fmt: skip
 
     run.click(on_run, inputs=[image, imgs, masks, method, refine, tile, k, pixel_size, height,
-                              model, views],
+                              model, views, adapt],
               outputs=[summary, city_map, stats, city, files], api_name="aerial_map",
               concurrency_limit=2 if backend.kind == "celery" else 1)  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dinoseg.aerial.adapt import AdaptSettings
 from dinoseg.aerial.methods.base import TileSettings
 from dinoseg.aerial.methods.head import check_views
 from dinoseg.aerial.methods.segformer import SEGFORMER_B5
@@ -24,6 +25,11 @@ class AerialConfig:
     device: str = "auto"  # where the DINOv2 encoder runs: auto | cpu | cuda[:N] | mps
     head_model: str = "models:/dinoseg-aerial-head@champion"  # method head when model is few-shot's
     head_views: int = 1  # head: orientations each tile is scored in and averaged (1-8)
+    # head: self-training steps on each photo's confident patches (0 = off) and the top class
+    # probability of a pseudo-label; chosen on the aerial gate's images, 3 heads (docs/aerial.md)
+    head_adapt_steps: int = 20
+    head_adapt_confidence: float = 0.7
+    head_adapt_tiles: int = 16  # head: tiles spread over the photo that it adapts on
     feature_cache: str = ""  # head: directory caching tile features (re-runs, evaluations)
     backbone: str = ""  # "" = the model's own (few-shot) / packaged:dinov2-s
     feature_layer: int = 10  # DINOv2 block clustered / matched by kmeans and sam-match
@@ -65,6 +71,7 @@ class AerialConfig:
             if getattr(self, key) < 1:
                 raise InputError(f"{key} must be positive, got {getattr(self, key)}")
         check_views(self.head_views, "head_views")
+        self.adapt_settings  # noqa: B018  (checks the head_adapt_* values)
         if self.pixel_size <= 0 or self.building_height <= 0:
             raise InputError("pixel_size and building_height must be positive")
         plan_tiles((self.tile, self.tile), self.tile, self.overlap)  # tile and overlap sizes
@@ -75,6 +82,11 @@ class AerialConfig:
     @property
     def tiles(self) -> TileSettings:
         return TileSettings(self.tile, self.overlap, self.tile_batch)
+
+    @property
+    def adapt_settings(self) -> AdaptSettings:
+        return AdaptSettings(self.head_adapt_steps, self.head_adapt_confidence,
+                             self.head_adapt_tiles, seed=self.seed)  # fmt: skip
 
     @property
     def scale(self) -> float:

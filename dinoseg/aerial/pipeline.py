@@ -167,5 +167,6 @@ def run_aerial(
         "shots": 0 if supports is None else len(supports.images),
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "seconds_per_megapixel": round(total / source.megapixels, 3),
+        **method.details(),
     }
     return write_outputs(labels, method.class_names, cfg, out, extra)

@@ -66,6 +66,9 @@ def test_request_errors_are_clear(backend, tmp_path):
     Image.fromarray(city_tile(56, 70)[0]).save(tmp_path / "p.png")
     request = aerial_request(str(tmp_path / "p.png"), None, None, "head", False, head_views=8)
     assert request["config"]["head_views"] == 8  # the page's slider reaches the job's config
+    assert "head_adapt_steps" not in request["config"]  # on: the configured steps
+    off = aerial_request(str(tmp_path / "p.png"), None, None, "head", False, adapt=False)
+    assert off["config"]["head_adapt_steps"] == 0  # the page's checkbox switches it off
     with pytest.raises(gr.Error, match="upload an aerial photo"):  # the page's one handler
         AerialCallbacks(backend).make_city_map(None, None, None, "kmeans", False, 112, 3, 0.5, 10)
 
@@ -85,9 +88,24 @@ def test_job_refuses_bad_requests(backend, tmp_path):
         ({**good, "supports": [{"image": str(photo)}]}, "annotated tile 1 mask"),
         ({**good, "config": {"tile": 0}}, "tile must be positive"),
         ({**good, "config": {"method": "head", "head_views": 9}}, "head_views 9: use 1 to 8"),
+        ({**good, "config": {"method": "head", "head_adapt_steps": -1}},
+         "head_adapt_steps must be >= 0"),
         ("photo.png", "must be an object"),
     ]
     for request, message in bad:
         with pytest.raises(InputError, match=message):
             run_aerial_job(request, uploads=uploads)
     assert not (tmp_path / "home" / "results").exists()  # nothing half-written
+
+
+def test_summary_says_when_the_head_adapted_to_the_photo():
+    from webapp.aerial_tab import shown
+
+    stats = {"classes": {"land": {"fraction": 1.0, "area_m2": 4.0}},
+             "unknown": {"pixels": 0}, "method": "head", "image": {"width": 4, "height": 4},
+             "buildings": 0, "seconds_per_megapixel": 1.0}  # fmt: skip
+    reply = {"stats": stats, "map": "m.png", "glb": "c.glb", "files": []}
+    assert "adapted" not in shown(reply)[0]
+    stats["adaptation"] = {"adapted": True, "patches": 50, "pseudo_labels": {"land": 30},
+                           "loss": 0.1}  # fmt: skip
+    assert shown(reply)[0].endswith("adapted to this photo on 30 of 50 patches")

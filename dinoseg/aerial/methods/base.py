@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,11 @@ class AerialMethod:
 
     def prepare(self, source: ImageSource, grid: TileGrid) -> None:
         """A pass over the image before scoring (nothing by default)."""
+
+    def details(self) -> dict[str, Any]:
+        """What the last :meth:`segment` did beyond its labels, for ``stats.json`` (JSON
+        values; nothing by default)."""
+        return {}
 
     def tile_scores(self, tiles: np.ndarray) -> np.ndarray:
         """``(B, th, tw, 3)`` uint8 tiles -> ``(B, S, th, tw)`` float32 scores."""

@@ -9,6 +9,11 @@ With ``views`` > 1 every tile is scored in that many orientations (itself, its m
 quarter turns: :data:`ORIENTATIONS`; the heads are trained on all eight) and the probabilities,
 turned back, are averaged: ``views`` times the encoder's work per tile.
 
+With ``adapt`` (:class:`~dinoseg.aerial.adapt.AdaptSettings`, ``steps`` > 0), :meth:`prepare`
+first encodes up to ``adapt.tiles`` tiles spread over the photo and fits a copy of the head to
+its own confident patches there (:func:`~dinoseg.aerial.adapt.self_train`); that copy scores the
+photo, the loaded head stays as trained. Costs up to ``adapt.tiles`` more encoder passes.
+
 Each tile's confidence (mean over its pixels of the top class probability) is kept for the last
 photo segmented (:attr:`HeadMethod.tile_confidence`): the least confident tiles are the ones to
 send to annotators.
@@ -16,9 +21,12 @@ send to annotators.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
+from dinoseg.aerial.adapt import AdaptReport, AdaptSettings, self_train
 from dinoseg.aerial.features import TileEncoder
 from dinoseg.aerial.methods.base import AerialMethod, TileSettings
 from dinoseg.aerial.reader import ImageSource
@@ -43,6 +51,15 @@ def orient(x: np.ndarray, view: int, axes: tuple[int, int] = (-2, -1),
     return np.flip(x, axes[1]) if mirror else x
 
 
+def _tile_key(tile: np.ndarray) -> bytes:
+    """A tile's identity (shape and pixels), to find its kept features again."""
+    import hashlib
+
+    digest = hashlib.blake2b(tile.tobytes(), digest_size=16)
+    digest.update(repr(tile.shape).encode())
+    return digest.digest()
+
+
 def check_views(views: int, name: str = "views") -> None:
     """Raise :class:`InputError` unless ``views`` is 1 to ``len(ORIENTATIONS)``."""
     if not 1 <= views <= len(ORIENTATIONS):
@@ -55,12 +72,13 @@ class HeadMethod(AerialMethod):
     encoder: the backbone (tuned blocks applied) at the head's scale; it must return every
         block the head reads.
     views: orientations each tile is scored in (1 to 8; quarter turns only on square tiles).
+    adapt: test-time self-training on each photo (None or ``steps`` = 0: off).
     """
 
     name = "head"
 
     def __init__(self, head: SegHead, encoder: TileEncoder, *, tiles: TileSettings | None = None,
-                 views: int = 1):  # fmt: skip
+                 views: int = 1, adapt: AdaptSettings | None = None):  # fmt: skip
         super().__init__(tiles)
         check_views(views)
         self.views = views
@@ -70,14 +88,53 @@ class HeadMethod(AerialMethod):
             raise InputError(f"the head reads blocks {list(head.spec.blocks)}; the backbone "
                              f"returns {list(layers)}")
         self.head = head.eval()
+        self.adapt = adapt or AdaptSettings()
+        self.active = self.head  # the head scoring the current photo (adapted or not)
+        self.adaptation: AdaptReport | None = None  # the last photo's, when adapt is on
         self.encoder = encoder
         self._index = [layers.index(b) for b in head.spec.blocks]
         self._boxes: list[tuple[int, int, int, int]] = []
         self._confidence: list[float] = []
+        self._stash: dict[bytes, list[torch.Tensor]] = {}  # sampled tiles' blocks, not scored yet
 
     def prepare(self, source: ImageSource, grid: TileGrid) -> None:
         """Start a photo: its tiles, in the order they are scored (row by row)."""
-        self._boxes, self._confidence = grid.boxes(), []
+        self._boxes, self._confidence, self._stash = grid.boxes(), [], {}
+        self.active, self.adaptation = self.head, None
+        if self.adapt.steps > 0:
+            self.active, self.adaptation = self_train(self.head, self._sample(source), self.adapt)
+
+    @torch.inference_mode()
+    def _sample(self, source: ImageSource) -> torch.Tensor:
+        """``(B, C_in, h, w)`` standardised features of up to ``adapt.tiles`` tiles spread over
+        the photo (tiles of one size: a photo smaller than a tile is one tile). When that is
+        every tile, their block features are kept for scoring: one encoder pass in all."""
+        boxes = self._boxes
+        picks = np.unique(np.linspace(0, len(boxes) - 1, min(self.adapt.tiles, len(boxes))).round())
+        xs = []
+        for i in picks.astype(int):
+            tile = source.read(*boxes[i])[None]
+            feats = self.encoder.encode(tile, self.encoder.geometry(*tile.shape[1:3]))
+            blocks = [feats[k] for k in self._index]
+            if len(picks) == len(boxes):
+                self._stash[_tile_key(tile[0])] = blocks
+            xs.append(self.head.standardize(blocks))
+        return torch.cat(xs)
+
+    def _stashed(self, tiles: np.ndarray) -> list[torch.Tensor] | None:
+        """The kept block features of ``tiles`` (taken out of the stash), or None unless all
+        of them are kept."""
+        if not self._stash:
+            return None
+        keys = [_tile_key(t) for t in tiles]
+        if not all(k in self._stash for k in keys):
+            return None
+        per_tile = [self._stash.pop(k) for k in keys]
+        return [torch.cat(block) for block in zip(*per_tile, strict=True)]
+
+    def details(self) -> dict[str, Any]:
+        """The last photo's adaptation (:class:`~dinoseg.aerial.adapt.AdaptReport`), if on."""
+        return {} if self.adaptation is None else {"adaptation": self.adaptation.as_dict()}
 
     @property
     def tile_confidence(self) -> list[tuple[tuple[int, int, int, int], float]]:
@@ -92,7 +149,7 @@ class HeadMethod(AerialMethod):
         """``(B, th, tw, 3)`` uint8 -> ``(B, M, th, tw)`` float32 class probabilities."""
         square = tiles.shape[1] == tiles.shape[2]
         views = [v for v in range(self.views) if square or ORIENTATIONS[v][0] % 2 == 0]
-        probs = self._probs(tiles)  # view 0: the tile itself
+        probs = self._probs(tiles, self._stashed(tiles))  # view 0: the tile itself
         for v in views[1:]:
             turned = np.ascontiguousarray(orient(tiles, v, axes=(1, 2)))
             probs += orient(self._probs(turned), v, axes=(2, 3), inverse=True)
@@ -101,9 +158,11 @@ class HeadMethod(AerialMethod):
         return probs
 
     @torch.inference_mode()
-    def _probs(self, tiles: np.ndarray) -> np.ndarray:
+    def _probs(self, tiles: np.ndarray, blocks: list[torch.Tensor] | None = None) -> np.ndarray:
         th, tw = tiles.shape[1:3]
         geom = self.encoder.geometry(th, tw)
-        feats = self.encoder.encode(tiles, geom)
-        logits = self.head([feats[i] for i in self._index])
+        if blocks is None:
+            feats = self.encoder.encode(tiles, geom)
+            blocks = [feats[i] for i in self._index]
+        logits = self.active(blocks)
         return self.encoder.to_image(logits, geom).softmax(1).numpy()
