@@ -5,7 +5,8 @@ Dubai val scenes hold 2.4x the train images' share of buildings, and mangroves w
 images have lawns). Before scoring, :func:`self_train` fits a copy of the head to its own
 confident predictions on that photo: every patch whose top class probability reaches
 ``confidence`` becomes a pseudo-label, and the copy takes ``steps`` full-batch AdamW steps of
-cross-entropy on them (unweighted: the photo's own class shares). The head given is never
+cross-entropy on them (unweighted: the photo's own class shares), then labels again with what
+it has learnt, ``rounds`` times. The head given is never
 changed, so one loaded head serves every photo; no labels and no training data are needed.
 
 The features are the head's standardised input (:meth:`~dinoseg.heads.model.SegHead.standardize`)
@@ -34,7 +35,9 @@ class AdaptSettings:
     """How a head adapts to a photo (``steps`` = 0: not at all).
 
     Attributes:
-        steps: AdamW steps on the photo's pseudo-labels.
+        steps: AdamW steps on the photo's pseudo-labels, per round.
+        rounds: times the copy labels the patches again (with what it has learnt) and takes
+            ``steps`` more steps.
         confidence: top class probability a patch needs to become a pseudo-label (0-1).
         tiles: tiles spread over the photo whose patches are used (at most).
         lr: AdamW learning rate (weight decay 1e-4, as the head's training).
@@ -44,13 +47,15 @@ class AdaptSettings:
     steps: int = 0
     confidence: float = 0.9
     tiles: int = 16
+    rounds: int = 1
     lr: float = 1e-3
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.tiles < 1:
-            raise InputError(f"head_adapt_steps must be >= 0 and head_adapt_tiles >= 1, got "
-                             f"{self.steps} and {self.tiles}")  # fmt: skip
+        if self.steps < 0 or self.tiles < 1 or self.rounds < 1:
+            raise InputError(f"head_adapt_steps must be >= 0, head_adapt_tiles and "
+                             f"head_adapt_rounds >= 1, got {self.steps}, {self.tiles} and "
+                             f"{self.rounds}")  # fmt: skip
         if not 0.0 < self.confidence < 1.0:
             raise InputError(f"head_adapt_confidence {self.confidence}: use a probability "
                              f"between 0 and 1 (e.g. 0.9)")  # fmt: skip
@@ -103,17 +108,21 @@ def self_train(head: SegHead, x: Tensor, settings: AdaptSettings) -> tuple[SegHe
     patches = int(target.numel())
     if settings.steps == 0 or int(counts.sum()) == 0:
         return head, AdaptReport(patches, pseudo, float("nan"), False)
-    tuned = copy.deepcopy(head).train()
+    tuned = copy.deepcopy(head)
     opt = torch.optim.AdamW(tuned.parameters(), lr=settings.lr, weight_decay=1e-4)
     loss_value = float("nan")
     with torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(settings.seed)
-        for _ in range(settings.steps):
-            loss = F.cross_entropy(tuned.classify(x), target, ignore_index=IGNORED)
-            if not torch.isfinite(loss):
-                return head, AdaptReport(patches, pseudo, float(loss.detach()), False)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            loss_value = float(loss.detach())
+        for round_ in range(settings.rounds):
+            if round_:  # the copy labels again what it now predicts with confidence
+                target = pseudo_labels(tuned, x, settings.confidence)
+            tuned.train()
+            for _ in range(settings.steps):
+                loss = F.cross_entropy(tuned.classify(x), target, ignore_index=IGNORED)
+                if not torch.isfinite(loss):
+                    return head, AdaptReport(patches, pseudo, float(loss.detach()), False)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                loss_value = float(loss.detach())
     return tuned.eval(), AdaptReport(patches, pseudo, loss_value, True)

@@ -29,6 +29,7 @@ class AerialConfig:
     # probability of a pseudo-label; chosen on the aerial gate's images, 3 heads (docs/aerial.md)
     head_adapt_steps: int = 20
     head_adapt_confidence: float = 0.7
+    head_adapt_rounds: int = 3  # head: pseudo-labelling rounds (each `head_adapt_steps` steps)
     head_adapt_tiles: int = 16  # head: tiles spread over the photo that it adapts on
     feature_cache: str = ""  # head: directory caching tile features (re-runs, evaluations)
     backbone: str = ""  # "" = the model's own (few-shot) / packaged:dinov2-s
@@ -86,7 +87,8 @@ class AerialConfig:
     @property
     def adapt_settings(self) -> AdaptSettings:
         return AdaptSettings(self.head_adapt_steps, self.head_adapt_confidence,
-                             self.head_adapt_tiles, seed=self.seed)  # fmt: skip
+                             self.head_adapt_tiles, self.head_adapt_rounds,
+                             seed=self.seed)  # fmt: skip
 
     @property
     def scale(self) -> float:

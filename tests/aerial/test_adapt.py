@@ -53,6 +53,9 @@ def test_self_training_learns_a_cue_of_the_photo_and_leaves_the_head_alone():
     assert w[1, 1] - w[0, 1] > 0.2
     # ... and gets more patches right (confident ones were fitted, the rest follow)
     assert _accuracy(tuned, x, truth) > _accuracy(head, x, truth) + 0.02
+    # labelling again with what it learnt takes it further (rounds)
+    again, _ = self_train(head, x, AdaptSettings(steps=50, confidence=0.9, lr=0.01, rounds=3))
+    assert _accuracy(again, x, truth) > _accuracy(tuned, x, truth) + 0.02
     assert all(torch.equal(v, head.state_dict()[k]) for k, v in before.items())
     assert report.patches == 4000 and sum(report.pseudo.values()) < 4000  # some not confident
     assert min(report.pseudo.values()) > 1000 and report.as_dict()["loss"] > 0
@@ -80,7 +83,8 @@ def test_nothing_to_learn_keeps_the_head(settings):
 
 @pytest.mark.parametrize(("kw", "message"), [
     ({"steps": -1}, "head_adapt_steps must be >= 0"),
-    ({"tiles": 0}, "head_adapt_tiles >= 1"),
+    ({"tiles": 0}, "head_adapt_tiles and head_adapt_rounds >= 1"),
+    ({"rounds": 0}, "head_adapt_tiles and head_adapt_rounds >= 1"),
     ({"confidence": 1.0}, "head_adapt_confidence 1.0"),
     ({"confidence": 0.0}, "head_adapt_confidence 0.0"),
     ({"lr": float("nan")}, "head_adapt_lr must be positive"),
