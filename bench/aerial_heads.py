@@ -155,17 +155,18 @@ def head_flags(name: str, args: argparse.Namespace) -> list[str]:
     variant = VARIANTS.get(name, {})
     if variant.get("strategy", "frozen") == "frozen":  # curve heads: frozen
         flags.append(f"feature_cache={args.out / 'val_cache'}")  # frozen: same tile features
+    flags.append(f"head_adapt_steps={getattr(args, 'adapt', 0)}")  # off unless --adapt
     return flags + [f"{k}={variant[k]}" for k in ("tile", "overlap") if k in variant]
 
 
 def view_flags(args: argparse.Namespace) -> tuple[str, list[str]]:
-    """``--views`` / ``--adapt``: the report name's tag and the eval flags (none for one view
+    """``--views`` / ``--adapt``: the report name's tag and the views flag (none for one view
     and no adaptation)."""
     tag, flags = "", []
     if args.views != 1:
         tag, flags = f"+tta{args.views}", [f"head_views={args.views}"]
-    if args.adapt:
-        tag, flags = tag + f"+adapt{args.adapt}", [*flags, f"head_adapt_steps={args.adapt}"]
+    if args.adapt:  # the steps themselves: head_flags
+        tag += f"+adapt{args.adapt}"
     return tag, flags
 
 
@@ -178,7 +179,8 @@ def main() -> None:
     ap.add_argument("--refine", action="store_true", help="eval: + SAM refinement")
     ap.add_argument("--views", type=int, default=1, help="eval: head_views (test orientations)")
     ap.add_argument("--adapt", type=int, default=0,
-                    help="eval: head_adapt_steps (self-training on each photo; 0 = off)")
+                    help="eval, curve, scene: head_adapt_steps per round (self-training on each "
+                         "photo; 0 = off, the figures without a tag)")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--images", choices=("subset", "gate", "all"), default="subset",
                     help="val images: parts 001/005/009 (reported), 003/007 (choosing), all 27")
@@ -206,7 +208,8 @@ def main() -> None:
         for n in CURVE:
             stems = supports(n, args.data)
             train(f"n{n}", VARIANTS[args.curve_variant], args, stems)
-            evaluate(f"curve-head-{n}{suffix}", head_flags(f"n{n}", args), args)
+            adapted = f"+adapt{args.adapt}" if args.adapt else ""
+            evaluate(f"curve-head-{n}{adapted}{suffix}", head_flags(f"n{n}", args), args)
             evaluate(f"curve-fewshot-{n}{suffix}",
                      ["--method", "fewshot", *support_flags(stems, args.data)], args)
     elif args.what == "scene":

@@ -100,7 +100,8 @@ def self_train(head: SegHead, x: Tensor, settings: AdaptSettings) -> tuple[SegHe
         the adapted copy in eval mode (or ``head`` itself when there is nothing to learn
         from: no step, no confident patch, or a loss that stops being finite) and the report.
     """
-    x = x.clone()  # features made under inference mode cannot be saved for backward
+    if x.is_inference():  # features made under inference mode cannot be saved for backward
+        x = x.clone()
     target = pseudo_labels(head, x, settings.confidence)
     names = head.classes
     counts = torch.bincount(target[target != IGNORED].flatten(), minlength=len(names))

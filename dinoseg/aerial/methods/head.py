@@ -95,7 +95,7 @@ class HeadMethod(AerialMethod):
         self._index = [layers.index(b) for b in head.spec.blocks]
         self._boxes: list[tuple[int, int, int, int]] = []
         self._confidence: list[float] = []
-        self._stash: dict[bytes, list[torch.Tensor]] = {}  # sampled tiles' blocks, not scored yet
+        self._stash: dict[bytes, torch.Tensor] = {}  # sampled tiles' input, not scored yet
 
     def prepare(self, source: ImageSource, grid: TileGrid) -> None:
         """Start a photo: its tiles, in the order they are scored (row by row)."""
@@ -104,33 +104,34 @@ class HeadMethod(AerialMethod):
         if self.adapt.steps > 0:
             self.active, self.adaptation = self_train(self.head, self._sample(source), self.adapt)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def _sample(self, source: ImageSource) -> torch.Tensor:
         """``(B, C_in, h, w)`` standardised features of up to ``adapt.tiles`` tiles spread over
         the photo (tiles of one size: a photo smaller than a tile is one tile). When that is
-        every tile, their block features are kept for scoring: one encoder pass in all."""
+        every tile, each tile's slice is kept for scoring: one encoder pass, one copy."""
         boxes = self._boxes
         picks = np.unique(np.linspace(0, len(boxes) - 1, min(self.adapt.tiles, len(boxes))).round())
-        xs = []
-        for i in picks.astype(int):
+        x = torch.empty(0)
+        for j, i in enumerate(picks.astype(int)):
             tile = source.read(*boxes[i])[None]
             feats = self.encoder.encode(tile, self.encoder.geometry(*tile.shape[1:3]))
-            blocks = [feats[k] for k in self._index]
+            one = self.head.standardize([feats[k] for k in self._index])  # (1, C_in, h, w)
+            if j == 0:
+                x = torch.empty((len(picks), *one.shape[1:]))
+            x[j] = one[0]
             if len(picks) == len(boxes):
-                self._stash[_tile_key(tile[0])] = blocks
-            xs.append(self.head.standardize(blocks))
-        return torch.cat(xs)
+                self._stash[_tile_key(tile[0])] = x[j : j + 1]
+        return x
 
-    def _stashed(self, tiles: np.ndarray) -> list[torch.Tensor] | None:
-        """The kept block features of ``tiles`` (taken out of the stash), or None unless all
-        of them are kept."""
+    def _stashed(self, tiles: np.ndarray) -> torch.Tensor | None:
+        """The kept standardised features of ``tiles`` ``(B, C_in, h, w)`` (taken out of the
+        stash), or None unless all of them are kept."""
         if not self._stash:
             return None
         keys = [_tile_key(t) for t in tiles]
         if not all(k in self._stash for k in keys):
             return None
-        per_tile = [self._stash.pop(k) for k in keys]
-        return [torch.cat(block) for block in zip(*per_tile, strict=True)]
+        return torch.cat([self._stash.pop(k) for k in keys])
 
     def details(self) -> dict[str, Any]:
         """The last photo's adaptation (:class:`~dinoseg.aerial.adapt.AdaptReport`), if on."""
@@ -158,11 +159,12 @@ class HeadMethod(AerialMethod):
         return probs
 
     @torch.inference_mode()
-    def _probs(self, tiles: np.ndarray, blocks: list[torch.Tensor] | None = None) -> np.ndarray:
+    def _probs(self, tiles: np.ndarray, x: torch.Tensor | None = None) -> np.ndarray:
+        """Probabilities of ``tiles`` (their standardised features ``x`` when kept)."""
         th, tw = tiles.shape[1:3]
         geom = self.encoder.geometry(th, tw)
-        if blocks is None:
+        if x is None:
             feats = self.encoder.encode(tiles, geom)
-            blocks = [feats[i] for i in self._index]
-        logits = self.active(blocks)
+            x = self.head.standardize([feats[i] for i in self._index])
+        logits = self.active.classify(x)
         return self.encoder.to_image(logits, geom).softmax(1).numpy()
