@@ -5,9 +5,10 @@ Dubai val scenes hold 2.4x the train images' share of buildings, and mangroves w
 images have lawns). Before scoring, :func:`self_train` fits a copy of the head to its own
 confident predictions on that photo: every patch whose top class probability reaches
 ``confidence`` becomes a pseudo-label, and the copy takes ``steps`` full-batch AdamW steps of
-cross-entropy on them (unweighted: the photo's own class shares), then labels again with what
-it has learnt, ``rounds`` times. The head given is never
-changed, so one loaded head serves every photo; no labels and no training data are needed.
+cross-entropy on them (unweighted: the photo's own class shares); then it labels the patches
+again with what it has learnt and takes ``steps`` more, ``rounds`` rounds in all. The head given
+is never changed, so one loaded head serves every photo; no labels and no training data are
+needed.
 
 The features are the head's standardised input (:meth:`~dinoseg.heads.model.SegHead.standardize`)
 of tiles spread over the photo (:class:`~dinoseg.aerial.methods.head.HeadMethod` picks them).
@@ -36,8 +37,8 @@ class AdaptSettings:
 
     Attributes:
         steps: AdamW steps on the photo's pseudo-labels, per round.
-        rounds: times the copy labels the patches again (with what it has learnt) and takes
-            ``steps`` more steps.
+        rounds: labelling rounds: after the first, the copy labels the patches again with what
+            it has learnt and takes ``steps`` more steps.
         confidence: top class probability a patch needs to become a pseudo-label (0-1).
         tiles: tiles spread over the photo whose patches are used (at most).
         lr: AdamW learning rate (weight decay 1e-4, as the head's training).
@@ -45,9 +46,9 @@ class AdaptSettings:
     """
 
     steps: int = 0
-    confidence: float = 0.9
+    confidence: float = 0.7
     tiles: int = 16
-    rounds: int = 1
+    rounds: int = 3
     lr: float = 1e-3
     seed: int = 0
 

@@ -12,7 +12,9 @@ turned back, are averaged: ``views`` times the encoder's work per tile.
 With ``adapt`` (:class:`~dinoseg.aerial.adapt.AdaptSettings`, ``steps`` > 0), :meth:`prepare`
 first encodes up to ``adapt.tiles`` tiles spread over the photo and fits a copy of the head to
 its own confident patches there (:func:`~dinoseg.aerial.adapt.self_train`); that copy scores the
-photo, the loaded head stays as trained. Costs up to ``adapt.tiles`` more encoder passes.
+photo, the loaded head stays as trained. A photo of at most ``adapt.tiles`` tiles is still
+encoded once (the sampled tiles' features are kept for scoring); a larger one costs up to
+``adapt.tiles`` more encoder passes.
 
 Each tile's confidence (mean over its pixels of the top class probability) is kept for the last
 photo segmented (:attr:`HeadMethod.tile_confidence`): the least confident tiles are the ones to
