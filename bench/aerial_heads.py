@@ -155,19 +155,21 @@ def head_flags(name: str, args: argparse.Namespace) -> list[str]:
     variant = VARIANTS.get(name, {})
     if variant.get("strategy", "frozen") == "frozen":  # curve heads: frozen
         flags.append(f"feature_cache={args.out / 'val_cache'}")  # frozen: same tile features
-    flags.append(f"head_adapt_steps={getattr(args, 'adapt', 0)}")  # off unless --adapt
+    flags.append(f"head_adapt_steps={args.adapt}")  # off unless --adapt
     return flags + [f"{k}={variant[k]}" for k in ("tile", "overlap") if k in variant]
+
+
+def adapt_tag(args: argparse.Namespace) -> str:
+    """``--adapt``: the report name's tag (none without adaptation; the steps: head_flags)."""
+    return f"+adapt{args.adapt}" if args.adapt else ""
 
 
 def view_flags(args: argparse.Namespace) -> tuple[str, list[str]]:
     """``--views`` / ``--adapt``: the report name's tag and the views flag (none for one view
     and no adaptation)."""
-    tag, flags = "", []
-    if args.views != 1:
-        tag, flags = f"+tta{args.views}", [f"head_views={args.views}"]
-    if args.adapt:  # the steps themselves: head_flags
-        tag += f"+adapt{args.adapt}"
-    return tag, flags
+    if args.views == 1:
+        return adapt_tag(args), []
+    return f"+tta{args.views}" + adapt_tag(args), [f"head_views={args.views}"]
 
 
 def main() -> None:
@@ -208,8 +210,7 @@ def main() -> None:
         for n in CURVE:
             stems = supports(n, args.data)
             train(f"n{n}", VARIANTS[args.curve_variant], args, stems)
-            adapted = f"+adapt{args.adapt}" if args.adapt else ""
-            evaluate(f"curve-head-{n}{adapted}{suffix}", head_flags(f"n{n}", args), args)
+            evaluate(f"curve-head-{n}{adapt_tag(args)}{suffix}", head_flags(f"n{n}", args), args)
             evaluate(f"curve-fewshot-{n}{suffix}",
                      ["--method", "fewshot", *support_flags(stems, args.data)], args)
     elif args.what == "scene":
