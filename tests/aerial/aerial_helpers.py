@@ -1,8 +1,14 @@
-"""Shared helpers of the aerial tests (synthetic city tiles)."""
+"""Shared helpers of the aerial tests (synthetic city tiles, a random head method)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from dinoseg.aerial.adapt import AdaptSettings
+    from dinoseg.aerial.methods.head import HeadMethod
 
 NAMES = ["land", "water", "building", "vegetation", "road"]
 COLOURS = np.array(
@@ -43,3 +49,27 @@ def write_city_folder(root, sizes=((56, 70), (70, 84), (56, 56)), split: str = "
         Image.fromarray(img).save(root / split / "images" / f"t{i}.png")
         Image.fromarray(lab).save(root / split / "masks" / f"t{i}.png")
     return root
+
+
+def random_head_method(kind: str = "linear", *, views: int = 1,
+                       adapt: AdaptSettings | None = None) -> HeadMethod:
+    """A head method on the tiny backbone (blocks 1-2, 56 px tiles) whose head (a 1x1
+    ``linear`` or a 3x3 ``conv`` one) has random N(0, 0.5) weights: its scores are neither
+    uniform nor symmetric."""
+    import torch
+
+    from dinoseg.aerial.features import TileEncoder
+    from dinoseg.aerial.methods.base import TileSettings
+    from dinoseg.aerial.methods.head import HeadMethod
+    from dinoseg.backbone import DinoBackbone
+    from dinoseg.heads.model import HeadSpec, build_head
+    from tests.conftest import tiny_dinov2
+
+    backbone = DinoBackbone(tiny_dinov2(), (1, 2), spec="tiny")
+    dim = backbone.model.config.hidden_size
+    head = build_head(HeadSpec(kind, (1, 2), dim, tuple(NAMES), 8, 0.0), seed=3)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_(0.0, 0.5)
+    return HeadMethod(head, TileEncoder(backbone), tiles=TileSettings(56, 14), views=views,
+                      adapt=adapt)  # fmt: skip

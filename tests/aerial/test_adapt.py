@@ -8,18 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from aerial_helpers import NAMES, city_tile
+from aerial_helpers import NAMES, city_tile, random_head_method
 from PIL import Image
 
 from dinoseg.aerial.adapt import IGNORED, AdaptSettings, pseudo_labels, self_train
 from dinoseg.aerial.config import AerialConfig
-from dinoseg.aerial.features import TileEncoder
-from dinoseg.aerial.methods.base import TileSettings
-from dinoseg.aerial.methods.head import HeadMethod
-from dinoseg.backbone import DinoBackbone
 from dinoseg.heads.model import HeadSpec, SegHead, build_head
 from dinoseg.io import InputError
-from tests.conftest import tiny_dinov2
 
 
 def _shifted_scene(n: int = 4000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, SegHead]:
@@ -98,17 +93,8 @@ def test_bad_settings_are_one_clear_error(kw, message):
             AerialConfig(**fields).check()  # type: ignore[arg-type]
 
 
-def _method(adapt: AdaptSettings) -> HeadMethod:
-    backbone = DinoBackbone(tiny_dinov2(), (1, 2), spec="tiny")
-    dim = backbone.model.config.hidden_size
-    head = build_head(HeadSpec("linear", (1, 2), dim, tuple(NAMES)), seed=3)
-    with torch.no_grad():
-        head.out.weight.normal_(0.0, 0.5)
-    return HeadMethod(head, TileEncoder(backbone), tiles=TileSettings(56, 14), adapt=adapt)
-
-
 def test_the_head_method_adapts_to_each_photo_from_the_trained_head():
-    method = _method(AdaptSettings(steps=10, confidence=0.5, tiles=3, lr=0.05))
+    method = random_head_method(adapt=AdaptSettings(steps=10, confidence=0.5, tiles=3, lr=0.05))
     trained = {k: v.clone() for k, v in method.head.state_dict().items()}
     photo, _ = city_tile(70, 140, seed=4)  # 2 x 3 tiles of 56 px
     labels = method.segment(photo)
@@ -120,13 +106,13 @@ def test_the_head_method_adapts_to_each_photo_from_the_trained_head():
     assert np.array_equal(method.segment(photo), labels)  # the same photo: the same map
     method.segment(city_tile(70, 140, seed=5)[0])  # another photo: adapted afresh
     assert method.active is not first
-    unadapted = _method(AdaptSettings())
+    unadapted = random_head_method(adapt=AdaptSettings())
     unadapted.segment(photo)
     assert unadapted.active is unadapted.head and unadapted.details() == {}
 
 
 def test_a_photo_sampled_whole_is_encoded_once(monkeypatch):
-    method = _method(AdaptSettings(steps=5, confidence=0.5, tiles=16))
+    method = random_head_method(adapt=AdaptSettings(steps=5, confidence=0.5, tiles=16))
     calls = []
     encode = method.encoder.encode
     monkeypatch.setattr(method.encoder, "encode", lambda t, g: calls.append(len(t)) or encode(t, g))
@@ -141,7 +127,7 @@ def test_a_photo_sampled_whole_is_encoded_once(monkeypatch):
 def test_stats_json_says_how_the_photo_adapted(tmp_path):
     from dinoseg.aerial.pipeline import run_aerial
 
-    method = _method(AdaptSettings(steps=3, confidence=0.5, tiles=2))
+    method = random_head_method(adapt=AdaptSettings(steps=3, confidence=0.5, tiles=2))
     photo, _ = city_tile(70, 84, seed=6)
     Image.fromarray(photo).save(tmp_path / "photo.png")
     cfg = AerialConfig(method="head", tile=56, overlap=14, head_adapt_steps=3,

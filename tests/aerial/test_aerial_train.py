@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from aerial_helpers import NAMES, city_tile, write_city_folder
+from aerial_helpers import NAMES, city_tile, random_head_method, write_city_folder
 from PIL import Image
 
 from dinoseg.aerial.features import TileEncoder
@@ -183,29 +183,18 @@ def test_bad_settings_fail_before_reading(tmp_path, backbone):
         assert not (tmp_path / "h").exists()
 
 
-def _random_head_method(backbone: DinoBackbone, views: int) -> HeadMethod:
-    from dinoseg.heads.model import HeadSpec, build_head
-
-    dim = backbone.model.config.hidden_size
-    head = build_head(HeadSpec("conv", (1, 2), dim, tuple(NAMES), 8, 0.0), seed=3)
-    with torch.no_grad():  # a head whose 3x3 conv sees its neighbours: not symmetric itself
-        for p in head.parameters():
-            p.normal_(0.0, 0.5)
-    return HeadMethod(head, TileEncoder(backbone), tiles=TileSettings(56, 14), views=views)
-
-
-def test_head_views_average_turned_tiles_into_turn_equivariant_scores(backbone):
+def test_head_views_average_turned_tiles_into_turn_equivariant_scores():
     tile = city_tile(56, 56, seed=2)[0][None]  # (1, 56, 56, 3), square
     turned = np.ascontiguousarray(np.rot90(tile, 1, axes=(1, 2)))
     mirrored = np.ascontiguousarray(tile[:, :, ::-1])
-    plain = _random_head_method(backbone, 1)
+    plain = random_head_method("conv")
     one = plain.tile_scores(tile)
     assert one.shape == (1, len(NAMES), 56, 56) and one.dtype == np.float32
     np.testing.assert_allclose(one.sum(1), 1.0, atol=1e-5)
     # one view is not equivariant (the head's 3x3 conv and the patch grid see a turn) ...
     assert np.abs(np.rot90(one, 1, axes=(2, 3)) - plain.tile_scores(turned)).max() > 1e-3
     # ... all eight are: a turned or mirrored tile gets the turned / mirrored scores
-    eight = _random_head_method(backbone, 8)
+    eight = random_head_method("conv", views=8)
     all_views = eight.tile_scores(tile)
     np.testing.assert_allclose(all_views.sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(np.rot90(all_views, 1, axes=(2, 3)), eight.tile_scores(turned),
@@ -217,6 +206,6 @@ def test_head_views_average_turned_tiles_into_turn_equivariant_scores(backbone):
 
 
 @pytest.mark.parametrize("views", [0, 9])
-def test_head_views_out_of_range_are_refused(backbone, views):
+def test_head_views_out_of_range_are_refused(views):
     with pytest.raises(InputError, match="orientations per tile"):
-        _random_head_method(backbone, views)
+        random_head_method(views=views)
