@@ -31,6 +31,7 @@ class AerialConfig:
     head_adapt_confidence: float = 0.7
     head_adapt_rounds: int = 3  # head: pseudo-labelling rounds (each `head_adapt_steps` steps)
     head_adapt_tiles: int = 16  # head: tiles spread over the photo that it adapts on
+    head_adapt_lr: float = 3e-4  # head: AdamW learning rate of the self-training steps
     feature_cache: str = ""  # head: directory caching tile features (re-runs, evaluations)
     backbone: str = ""  # "" = the model's own (few-shot) / packaged:dinov2-s
     feature_layer: int = 10  # DINOv2 block clustered / matched by kmeans and sam-match
@@ -88,7 +89,7 @@ class AerialConfig:
     def adapt_settings(self) -> AdaptSettings:
         return AdaptSettings(self.head_adapt_steps, self.head_adapt_confidence,
                              self.head_adapt_tiles, self.head_adapt_rounds,
-                             seed=self.seed)  # fmt: skip
+                             self.head_adapt_lr, seed=self.seed)  # fmt: skip
 
     @property
     def scale(self) -> float:

@@ -87,10 +87,15 @@ def test_nothing_to_learn_keeps_the_head(settings):
 def test_bad_settings_are_one_clear_error(kw, message):
     with pytest.raises(InputError, match=message):
         AdaptSettings(**kw)
-    fields = {f"head_adapt_{k}": v for k, v in kw.items() if k != "lr"}
-    if fields:
-        with pytest.raises(InputError, match=message):
-            AerialConfig(**fields).check()  # type: ignore[arg-type]
+    fields = {f"head_adapt_{k}": v for k, v in kw.items()}
+    with pytest.raises(InputError, match=message):
+        AerialConfig(**fields).check()  # type: ignore[arg-type]
+
+
+def test_the_config_sets_every_adaptation_setting():
+    cfg = AerialConfig(head_adapt_steps=5, head_adapt_confidence=0.6, head_adapt_tiles=4,
+                       head_adapt_rounds=2, head_adapt_lr=0.02, seed=7)
+    assert cfg.adapt_settings == AdaptSettings(5, 0.6, 4, 2, 0.02, seed=7)
 
 
 def test_the_head_method_adapts_to_each_photo_from_the_trained_head():
