@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from dinoseg.aerial.adapt import AdaptSettings
@@ -32,6 +33,11 @@ class AerialConfig:
     head_adapt_rounds: int = 3  # head: pseudo-labelling rounds (each `head_adapt_steps` steps)
     head_adapt_tiles: int = 16  # head: tiles spread over the photo that it adapts on
     head_adapt_lr: float = 3e-4  # head: AdamW learning rate of the self-training steps
+    # head: log-odds added to the safety classes' scores when the map is drawn (not to the
+    # adaptation's pseudo-labels): fewer roads missed for little mIoU; classes the head lacks
+    # are skipped (docs/aerial.md)
+    head_safety_bias: float = 0.5
+    head_safety_classes: tuple[str, ...] = ("road",)
     feature_cache: str = ""  # head: directory caching tile features (re-runs, evaluations)
     backbone: str = ""  # "" = the model's own (few-shot) / packaged:dinov2-s
     feature_layer: int = 10  # DINOv2 block clustered / matched by kmeans and sam-match
@@ -74,12 +80,20 @@ class AerialConfig:
                 raise InputError(f"{key} must be positive, got {getattr(self, key)}")
         check_views(self.head_views, "head_views")
         self.adapt_settings  # noqa: B018  (checks the head_adapt_* values)
+        if not math.isfinite(self.head_safety_bias):
+            raise InputError(f"head_safety_bias must be a finite number, got "
+                             f"{self.head_safety_bias}")  # fmt: skip
         if self.pixel_size <= 0 or self.building_height <= 0:
             raise InputError("pixel_size and building_height must be positive")
         plan_tiles((self.tile, self.tile), self.tile, self.overlap)  # tile and overlap sizes
         from dinoseg.device import check_device_name
 
         check_device_name(self.device)  # e.g. cuda asked for on a machine without one
+
+    @property
+    def class_bias(self) -> dict[str, float]:
+        """Log-odds the head method adds to each class's scores (the safety classes')."""
+        return {name: self.head_safety_bias for name in self.head_safety_classes}
 
     @property
     def tiles(self) -> TileSettings:

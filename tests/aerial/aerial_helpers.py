@@ -52,7 +52,8 @@ def write_city_folder(root, sizes=((56, 70), (70, 84), (56, 56)), split: str = "
 
 
 def random_head_method(kind: str = "linear", *, views: int = 1,
-                       adapt: AdaptSettings | None = None) -> HeadMethod:
+                       adapt: AdaptSettings | None = None,
+                       bias: dict[str, float] | None = None) -> HeadMethod:
     """A head method on the tiny backbone (blocks 1-2, 56 px tiles) whose head (a 1x1
     ``linear`` or a 3x3 ``conv`` one) has random N(0, 0.5) weights: its scores are neither
     uniform nor symmetric."""
@@ -72,4 +73,4 @@ def random_head_method(kind: str = "linear", *, views: int = 1,
         for p in head.parameters():
             p.normal_(0.0, 0.5)
     return HeadMethod(head, TileEncoder(backbone), tiles=TileSettings(56, 14), views=views,
-                      adapt=adapt)  # fmt: skip
+                      adapt=adapt, bias=bias)  # fmt: skip

@@ -16,6 +16,10 @@ photo, the loaded head stays as trained. A photo of at most ``adapt.tiles`` tile
 encoded once (the sampled tiles' features are kept for scoring); a larger one costs up to
 ``adapt.tiles`` more encoder passes.
 
+With ``bias`` (class name -> log-odds, the safety classes' by default) those classes' logits
+are raised before the softmax when the photo is scored, not when it is pseudo-labelled: a
+planner's map misses fewer roads for little mIoU.
+
 Each tile's confidence (mean over its pixels of the top class probability) is kept for the last
 photo segmented (:attr:`HeadMethod.tile_confidence`): the least confident tiles are the ones to
 send to annotators.
@@ -23,6 +27,7 @@ send to annotators.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -75,12 +80,14 @@ class HeadMethod(AerialMethod):
         block the head reads.
     views: orientations each tile is scored in (1 to 8; quarter turns only on square tiles).
     adapt: test-time self-training on each photo (None or ``steps`` = 0: off).
+    bias: log-odds added to these classes' scores (names the head lacks are skipped).
     """
 
     name = "head"
 
     def __init__(self, head: SegHead, encoder: TileEncoder, *, tiles: TileSettings | None = None,
-                 views: int = 1, adapt: AdaptSettings | None = None):  # fmt: skip
+                 views: int = 1, adapt: AdaptSettings | None = None,
+                 bias: Mapping[str, float] | None = None):  # fmt: skip
         super().__init__(tiles)
         check_views(views)
         self.views = views
@@ -91,6 +98,8 @@ class HeadMethod(AerialMethod):
                              f"returns {list(layers)}")
         self.head = head.eval()
         self.adapt = adapt or AdaptSettings()
+        bias = bias or {}
+        self._bias = torch.tensor([float(bias.get(c, 0.0)) for c in head.classes]).view(1, -1, 1, 1)
         self.active = self.head  # the head scoring the current photo (adapted or not)
         self.adaptation: AdaptReport | None = None  # the last photo's, when adapt is on
         self.encoder = encoder
@@ -168,5 +177,5 @@ class HeadMethod(AerialMethod):
         if x is None:
             feats = self.encoder.encode(tiles, geom)
             x = self.head.standardize([feats[i] for i in self._index])
-        logits = self.active.classify(x)
+        logits = self.active.classify(x) + self._bias
         return self.encoder.to_image(logits, geom).softmax(1).numpy()
