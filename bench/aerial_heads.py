@@ -156,12 +156,15 @@ def head_flags(name: str, args: argparse.Namespace) -> list[str]:
     if variant.get("strategy", "frozen") == "frozen":  # curve heads: frozen
         flags.append(f"feature_cache={args.out / 'val_cache'}")  # frozen: same tile features
     flags.append(f"head_adapt_steps={args.adapt}")  # off unless --adapt
+    flags.append(f"head_safety_bias={args.safety_bias}")  # none unless --safety-bias
     return flags + [f"{k}={variant[k]}" for k in ("tile", "overlap") if k in variant]
 
 
 def adapt_tag(args: argparse.Namespace) -> str:
-    """``--adapt``: the report name's tag (none without adaptation; the steps: head_flags)."""
-    return f"+adapt{args.adapt}" if args.adapt else ""
+    """``--adapt`` / ``--safety-bias``: the report name's tag (none without either; the
+    values: head_flags)."""
+    tag = f"+adapt{args.adapt}" if args.adapt else ""
+    return tag + (f"+safety{args.safety_bias:g}" if args.safety_bias else "")
 
 
 def view_flags(args: argparse.Namespace) -> tuple[str, list[str]]:
@@ -183,6 +186,9 @@ def main() -> None:
     ap.add_argument("--adapt", type=int, default=0,
                     help="eval, curve, scene: head_adapt_steps per round (self-training on each "
                          "photo; 0 = off, the figures without a tag)")
+    ap.add_argument("--safety-bias", type=float, default=0.0,
+                    help="eval, curve, scene: head_safety_bias (log-odds added to roads' "
+                         "scores; 0 = none, the figures without a tag)")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--images", choices=("subset", "gate", "all"), default="subset",
                     help="val images: parts 001/005/009 (reported), 003/007 (choosing), all 27")
