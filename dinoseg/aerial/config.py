@@ -33,11 +33,12 @@ class AerialConfig:
     head_adapt_rounds: int = 3  # head: pseudo-labelling rounds (each `head_adapt_steps` steps)
     head_adapt_tiles: int = 16  # head: tiles spread over the photo that it adapts on
     head_adapt_lr: float = 3e-4  # head: AdamW learning rate of the self-training steps
-    # head: log-odds added to the safety classes' scores when the map is drawn (not to the
-    # adaptation's pseudo-labels): fewer roads missed for little mIoU; classes the head lacks
-    # are skipped (docs/aerial.md)
+    # classes a planner must not miss: `dinoseg aerial eval` reports their false-negative rate,
+    # and the head adds head_safety_bias log-odds to their scores when the map is drawn (not to
+    # the adaptation's pseudo-labels): fewer roads missed for little mIoU (docs/aerial.md);
+    # classes the head lacks are skipped
+    safety_classes: tuple[str, ...] = ("road",)
     head_safety_bias: float = 0.5
-    head_safety_classes: tuple[str, ...] = ("road",)
     feature_cache: str = ""  # head: directory caching tile features (re-runs, evaluations)
     backbone: str = ""  # "" = the model's own (few-shot) / packaged:dinov2-s
     feature_layer: int = 10  # DINOv2 block clustered / matched by kmeans and sam-match
@@ -93,7 +94,7 @@ class AerialConfig:
     @property
     def class_bias(self) -> dict[str, float]:
         """Log-odds the head method adds to each class's scores (the safety classes')."""
-        return {name: self.head_safety_bias for name in self.head_safety_classes}
+        return {name: self.head_safety_bias for name in self.safety_classes}
 
     @property
     def tiles(self) -> TileSettings:

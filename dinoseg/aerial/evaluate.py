@@ -9,10 +9,11 @@ folder's classes by name; unknown (255) and classes the folder lacks count as wr
 Report (percent): per class IoU, boundary F1 (2 px tolerance,
 :class:`dinoseg.metrics.SegmentationMeter`), false-negative rate (share of the class's pixels
 given another label) and false-positive rate (share of other pixels given the class); mIoU,
-mean boundary F1, pixel accuracy; the **safety** figures: FNR of the ``safety`` classes (default
-road: road taken for non-road) and FPR of the ``hazards`` (default water: land or roofs mapped
-as water); the confusion matrix; per image the accuracy and the class shares, predicted and
-true; time (wall and process CPU s/MP) and the process's peak RSS.
+mean boundary F1, pixel accuracy; the **safety** figures: FNR of the config's
+``safety_classes`` (default road: road taken for non-road) and FPR of the ``hazards``
+(default water: land or roofs mapped as water); the confusion matrix; per image the accuracy
+and the class shares, predicted and true; time (wall and process CPU s/MP) and the process's
+peak RSS.
 """
 
 from __future__ import annotations
@@ -190,7 +191,6 @@ def evaluate_method(
     *,
     only: Sequence[str] = (),
     sam: Any = None,
-    safety: Sequence[str] = ("road",),
     hazards: Sequence[str] = ("water",),
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -224,7 +224,7 @@ def evaluate_method(
         images.append(_image_record(stem, pred, gt, valid, names))
         if progress:
             progress("images", k + 1, len(stems))
-    report = summarise(conf, meter, names, safety, hazards)
+    report = summarise(conf, meter, names, cfg.safety_classes, hazards)
     report.update({
         "method": method.name, "data": str(root), "split": split, "classes": names,
         "images": images, "megapixels": mp, "seconds": seconds, "cpu_seconds": cpu,

@@ -125,6 +125,10 @@ def test_scores_of_a_perfect_and_a_water_only_map(tmp_path):
     share = 100 * (truth == 1).mean()
     assert water["per_class"]["water"]["iou"] == pytest.approx(share)
     assert water["images"][0]["predicted_share"]["water"] == 100
+    # the safety figure covers the config's safety classes
+    buildings = AerialConfig(min_area=0, smooth_iterations=0, safety_classes=("building", "road"))
+    both = evaluate_method(_Fixed(np.full_like(truth, 1), order), buildings, data, "val")
+    assert both["safety"]["fnr"] == {"building": 100, "road": 100}
 
 
 def test_label_map_needs_a_shared_class():
