@@ -160,7 +160,7 @@ def head_flags(name: str, args: argparse.Namespace) -> list[str]:
     return flags + [f"{k}={variant[k]}" for k in ("tile", "overlap") if k in variant]
 
 
-def adapt_tag(args: argparse.Namespace) -> str:
+def head_tag(args: argparse.Namespace) -> str:
     """``--adapt`` / ``--safety-bias``: the report name's tag (none without either; the
     values: head_flags)."""
     tag = f"+adapt{args.adapt}" if args.adapt else ""
@@ -168,11 +168,11 @@ def adapt_tag(args: argparse.Namespace) -> str:
 
 
 def view_flags(args: argparse.Namespace) -> tuple[str, list[str]]:
-    """``--views`` / ``--adapt``: the report name's tag and the views flag (none for one view
-    and no adaptation)."""
+    """``--views`` / ``--adapt`` / ``--safety-bias``: the report name's tag and the views flag
+    (none for one view, no adaptation and no bias)."""
     if args.views == 1:
-        return adapt_tag(args), []
-    return f"+tta{args.views}" + adapt_tag(args), [f"head_views={args.views}"]
+        return head_tag(args), []
+    return f"+tta{args.views}" + head_tag(args), [f"head_views={args.views}"]
 
 
 def main() -> None:
@@ -216,7 +216,7 @@ def main() -> None:
         for n in CURVE:
             stems = supports(n, args.data)
             train(f"n{n}", VARIANTS[args.curve_variant], args, stems)
-            evaluate(f"curve-head-{n}{adapt_tag(args)}{suffix}", head_flags(f"n{n}", args), args)
+            evaluate(f"curve-head-{n}{head_tag(args)}{suffix}", head_flags(f"n{n}", args), args)
             evaluate(f"curve-fewshot-{n}{suffix}",
                      ["--method", "fewshot", *support_flags(stems, args.data)], args)
     elif args.what == "scene":
