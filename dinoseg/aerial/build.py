@@ -135,7 +135,8 @@ def _head(p: Parts) -> AerialMethod:
         cache = FeatureCache(max_bytes=0, disk_dir=p.cfg.feature_cache)
     encoder = TileEncoder(backbone, scale=scale, cache=cache, device=p.cfg.device)
     return HeadMethod(head, encoder, tiles=p.cfg.tiles, views=p.cfg.head_views,
-                      adapt=p.cfg.adapt_settings, bias=p.cfg.class_bias)  # fmt: skip
+                      scales=p.cfg.head_scales, adapt=p.cfg.adapt_settings,
+                      bias=p.cfg.class_bias)  # fmt: skip
 
 
 METHOD_BUILDERS: Mapping[str, Callable[[Parts], AerialMethod]] = MappingProxyType(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from dinoseg.aerial.adapt import AdaptSettings
 from dinoseg.aerial.methods.base import TileSettings
-from dinoseg.aerial.methods.head import check_views
+from dinoseg.aerial.methods.head import check_scales, check_views
 from dinoseg.aerial.methods.segformer import SEGFORMER_B5
 from dinoseg.aerial.reader import MAX_TILED_PIXELS
 from dinoseg.aerial.tiling import plan_tiles
@@ -26,6 +26,9 @@ class AerialConfig:
     device: str = "auto"  # where the DINOv2 encoder runs: auto | cpu | cuda[:N] | mps
     head_model: str = "models:/dinoseg-aerial-head@champion"  # method head when model is few-shot's
     head_views: int = 1  # head: orientations each tile is scored in and averaged (1-8)
+    # head: encoder scales (x the head's own) each view is scored at and averaged; (1, 1.5)
+    # gives finer roads for 3.25x the encoder's work (FINE_SCALES, docs/aerial.md)
+    head_scales: tuple[float, ...] = (1.0,)
     # head: self-training steps on each photo's confident patches (0 = off) and the top class
     # probability of a pseudo-label; chosen on the aerial gate's images, 3 heads (docs/aerial.md)
     head_adapt_steps: int = 20
@@ -80,6 +83,7 @@ class AerialConfig:
             if getattr(self, key) < 1:
                 raise InputError(f"{key} must be positive, got {getattr(self, key)}")
         check_views(self.head_views, "head_views")
+        check_scales(self.head_scales, "head_scales")
         self.adapt_settings  # noqa: B018  (checks the head_adapt_* values)
         if not math.isfinite(self.head_safety_bias):
             raise InputError(f"head_safety_bias must be a finite number, got "

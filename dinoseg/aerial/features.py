@@ -95,8 +95,10 @@ class TileEncoder:
         self.support_max_side = support_max_side
         self.cache = cache
 
-    def geometry(self, h: int, w: int, *, cap: int | None = None) -> Geometry:
-        side = max(14, round(max(h, w) * self.scale))
+    def geometry(self, h: int, w: int, *, cap: int | None = None,
+                 scale: float | None = None) -> Geometry:  # fmt: skip
+        """The encoder's input plan for an (h, w) image at ``scale`` (None: the encoder's)."""
+        side = max(14, round(max(h, w) * (self.scale if scale is None else scale)))
         if cap is not None:
             side = min(side, cap)
         return plan_geometry(h, w, image_size=side, patch=self.backbone.patch_size)

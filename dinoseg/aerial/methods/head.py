@@ -7,7 +7,10 @@ blended across tiles, and each pixel takes the most probable class. The classes 
 
 With ``views`` > 1 every tile is scored in that many orientations (itself, its mirrors, then
 quarter turns: :data:`ORIENTATIONS`; the heads are trained on all eight) and the probabilities,
-turned back, are averaged: ``views`` times the encoder's work per tile.
+turned back, are averaged: ``views`` times the encoder's work per tile. With ``scales`` (relative
+to the scale the head was trained at, e.g. ``(1.0, 1.5)``) every view is also encoded at those
+resolutions and the probabilities averaged: finer patches for thin roads, at ``sum(s**2)``
+times the encoder's work.
 
 With ``adapt`` (:class:`~dinoseg.aerial.adapt.AdaptSettings`, ``steps`` > 0), :meth:`prepare`
 first encodes up to ``adapt.tiles`` tiles spread over the photo and fits a copy of the head to
@@ -27,7 +30,8 @@ send to annotators.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +45,10 @@ from dinoseg.aerial.tiling import TileGrid
 from dinoseg.heads.model import SegHead
 from dinoseg.io import InputError
 
+#: the test-time scales measured best for their cost (docs/aerial.md): as trained, and 1.5x
+FINE_SCALES = (1.0, 1.5)
+#: the range of test-time scales accepted (relative to the head's own)
+SCALE_RANGE = (0.25, 4.0)
 #: (quarter turns, mirror left-right) of each test-time view, in the order they are added
 ORIENTATIONS = ((0, False), (0, True), (2, True), (2, False), (1, False), (3, False), (1, True),
                 (3, True))
@@ -73,12 +81,26 @@ def check_views(views: int, name: str = "views") -> None:
         raise InputError(f"{name} {views}: use 1 to {len(ORIENTATIONS)} orientations per tile")
 
 
+def check_scales(scales: Sequence[float], name: str = "scales") -> None:
+    """Raise :class:`InputError` unless ``scales`` is one or more distinct numbers in
+    :data:`SCALE_RANGE`."""
+    lo, hi = SCALE_RANGE
+    if not scales:
+        raise InputError(f"{name}: give at least one encoder scale (1 = as trained)")
+    bad = [s for s in scales if not (math.isfinite(s) and lo <= s <= hi)]
+    if bad:
+        raise InputError(f"{name} {list(scales)}: each scale must be between {lo:g} and {hi:g}")
+    if len(set(scales)) != len(scales):
+        raise InputError(f"{name} {list(scales)}: a scale is given twice")
+
+
 class HeadMethod(AerialMethod):
     """Args:
     head: the trained head.
     encoder: the backbone (tuned blocks applied) at the head's scale; it must return every
         block the head reads.
     views: orientations each tile is scored in (1 to 8; quarter turns only on square tiles).
+    scales: encoder scales each view is scored at, relative to ``encoder``'s (1 = as trained).
     adapt: test-time self-training on each photo (None or ``steps`` = 0: off).
     bias: log-odds added to these classes' scores (names the head lacks are skipped).
     """
@@ -86,11 +108,13 @@ class HeadMethod(AerialMethod):
     name = "head"
 
     def __init__(self, head: SegHead, encoder: TileEncoder, *, tiles: TileSettings | None = None,
-                 views: int = 1, adapt: AdaptSettings | None = None,
+                 views: int = 1, scales: Sequence[float] = (1.0,),
+                 adapt: AdaptSettings | None = None,
                  bias: Mapping[str, float] | None = None):  # fmt: skip
         super().__init__(tiles)
         check_views(views)
-        self.views = views
+        check_scales(scales)
+        self.views, self.scales = views, tuple(float(s) for s in scales)
         layers = encoder.backbone.layers
         missing = [b for b in head.spec.blocks if b not in layers]
         if missing:
@@ -171,11 +195,17 @@ class HeadMethod(AerialMethod):
 
     @torch.inference_mode()
     def _probs(self, tiles: np.ndarray, x: torch.Tensor | None = None) -> np.ndarray:
-        """Probabilities of ``tiles`` (their standardised features ``x`` when kept)."""
+        """``(B, th, tw, 3)`` tiles -> ``(B, M, th, tw)`` probabilities averaged over
+        :attr:`scales` (``x``: the tiles' kept standardised features at scale 1)."""
         th, tw = tiles.shape[1:3]
-        geom = self.encoder.geometry(th, tw)
-        if x is None:
-            feats = self.encoder.encode(tiles, geom)
-            x = self.head.standardize([feats[i] for i in self._index])
-        logits = self.active.classify(x) + self._bias
-        return self.encoder.to_image(logits, geom).softmax(1).numpy()
+        total = torch.zeros(0)
+        for k, s in enumerate(self.scales):
+            geom = self.encoder.geometry(th, tw, scale=self.encoder.scale * s)
+            feats = x if s == 1.0 and x is not None else None
+            if feats is None:
+                layers = self.encoder.encode(tiles, geom)
+                feats = self.head.standardize([layers[i] for i in self._index])
+            logits = self.active.classify(feats) + self._bias
+            probs = self.encoder.to_image(logits, geom).softmax(1)
+            total = probs if k == 0 else total + probs
+        return (total / len(self.scales)).numpy()
