@@ -40,7 +40,7 @@ from serving.request import upload_path
 
 #: request ``config`` keys a visitor may set (the rest come from params.yaml)
 REQUEST_KEYS = ("method", "refine", "tile", "overlap", "k", "pixel_size", "building_height",
-                "model", "head_views", "head_adapt_steps")
+                "model", "head_views", "head_scales", "head_adapt_steps")
 #: methods that name classes by the support tiles
 NEEDS_SUPPORTS = ("fewshot", "sam-match")
 #: least confident tiles of a head's map offered for review

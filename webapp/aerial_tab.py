@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from dinoseg.aerial.methods.head import FINE_SCALES
 from dinoseg.io import InputError
 from serving.aerial import NEEDS_SUPPORTS
 from serving.uploads import store_file
@@ -47,7 +48,8 @@ def aerial_request(image: Any, support_images: Sequence[Any] | None,
                    support_masks: Sequence[Any] | None, method: str, refine: bool, *,
                    tile: int = 518, k: int = 8, pixel_size: float = 0.5,
                    building_height: float = 10.0, model: str = "",
-                   head_views: int = 1, adapt: bool = True) -> dict[str, Any]:  # fmt: skip
+                   head_views: int = 1, adapt: bool = True,
+                   fine: bool = False) -> dict[str, Any]:  # fmt: skip
     """Store the uploaded files (content-addressed) and build the ``dinoseg.aerial`` request."""
     if not image:
         raise InputError("upload an aerial photo first")
@@ -65,6 +67,8 @@ def aerial_request(image: Any, support_images: Sequence[Any] | None,
         config["model"] = model.strip()
     if not adapt:  # on: params.yaml / the code default's steps
         config["head_adapt_steps"] = 0
+    if fine:  # off: params.yaml / the code default's scales
+        config["head_scales"] = list(FINE_SCALES)
     return {"image": str(store_file(_path(image))), "supports": supports, "config": config}
 
 
@@ -95,10 +99,12 @@ class AerialCallbacks:
     def make_city_map(self, image: Any, imgs: Any, masks: Any, method: str, refine: bool,
                       tile: float, k: float, pixel_size: float, height: float,
                       report: Report = no_report, model: str = "",
-                      head_views: float = 1, adapt: bool = True) -> tuple[Any, ...]:  # fmt: skip
+                      head_views: float = 1, adapt: bool = True,
+                      fine: bool = False) -> tuple[Any, ...]:  # fmt: skip
         request = aerial_request(image, imgs, masks, method, refine, tile=int(tile), k=int(k),
                                  pixel_size=pixel_size, building_height=height, model=model,
-                                 head_views=int(head_views), adapt=bool(adapt))  # fmt: skip
+                                 head_views=int(head_views), adapt=bool(adapt),
+                                 fine=bool(fine))  # fmt: skip
         return shown(self.backend.aerial(request, report))
 
 
@@ -126,6 +132,8 @@ def build_aerial_tab(backend: Backend) -> None:
                                   "tile (up to 8: a better map, that many times slower)")
                 adapt = gr.Checkbox(value=True, label="Head method: adapt to the photo first "
                                     "(self-training on its confident patches)")
+                fine = gr.Checkbox(value=False, label="Head method: also read each tile at "
+                                   "1.5x resolution (finer roads, about 3x slower)")
             run = gr.Button("Make the city map", variant="primary", elem_id="aerial-run")
         with gr.Column(scale=2):
             summary = gr.Markdown()
@@ -136,12 +144,13 @@ def build_aerial_tab(backend: Backend) -> None:
 
     def on_run(image: Any, imgs: Any, masks: Any, method: str, refine: bool, tile: float,
                k: float, pixel_size: float, height: float, model: str, views: float,
-               adapt_on: bool, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+               adapt_on: bool, fine_on: bool,
+               progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
         return cb.make_city_map(image, imgs, masks, method, refine, tile, k, pixel_size, height,
                                 report=lambda f, d: progress(f or 0.0, desc=d), model=model,
-                                head_views=views, adapt=adapt_on)  # fmt: skip
+                                head_views=views, adapt=adapt_on, fine=fine_on)  # fmt: skip
 
     run.click(on_run, inputs=[image, imgs, masks, method, refine, tile, k, pixel_size, height,
-                              model, views, adapt],
+                              model, views, adapt, fine],
               outputs=[summary, city_map, stats, city, files], api_name="aerial_map",
               concurrency_limit=2 if backend.kind == "celery" else 1)  # fmt: skip

@@ -10,7 +10,7 @@ from aerial_helpers import city_tile
 from PIL import Image
 
 from dinoseg.io import InputError
-from serving.aerial import run_aerial_job
+from serving.aerial import aerial_config, run_aerial_job
 from webapp.aerial_tab import METHOD_CHOICES, AerialCallbacks, aerial_request, build_aerial_tab
 
 
@@ -69,6 +69,9 @@ def test_request_errors_are_clear(backend, tmp_path):
     assert "head_adapt_steps" not in request["config"]  # on: the configured steps
     off = aerial_request(str(tmp_path / "p.png"), None, None, "head", False, adapt=False)
     assert off["config"]["head_adapt_steps"] == 0  # the page's checkbox switches it off
+    assert "head_scales" not in request["config"]  # one scale unless asked
+    fine = aerial_request(str(tmp_path / "p.png"), None, None, "head", False, fine=True)
+    assert aerial_config(fine["config"]).head_scales == (1.0, 1.5)  # the job reads the list
     with pytest.raises(gr.Error, match="upload an aerial photo"):  # the page's one handler
         AerialCallbacks(backend).make_city_map(None, None, None, "kmeans", False, 112, 3, 0.5, 10)
 
@@ -88,6 +91,8 @@ def test_job_refuses_bad_requests(backend, tmp_path):
         ({**good, "supports": [{"image": str(photo)}]}, "annotated tile 1 mask"),
         ({**good, "config": {"tile": 0}}, "tile must be positive"),
         ({**good, "config": {"method": "head", "head_views": 9}}, "head_views 9: use 1 to 8"),
+        ({**good, "config": {"method": "head", "head_scales": [1, 9]}}, "must be between"),
+        ({**good, "config": {"method": "head", "head_scales": "fine"}}, "expected tuple"),
         ({**good, "config": {"method": "head", "head_adapt_steps": -1}},
          "head_adapt_steps must be >= 0"),
         ("photo.png", "must be an object"),
