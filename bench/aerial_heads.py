@@ -157,19 +157,22 @@ def head_flags(name: str, args: argparse.Namespace) -> list[str]:
         flags.append(f"feature_cache={args.out / 'val_cache'}")  # frozen: same tile features
     flags.append(f"head_adapt_steps={args.adapt}")  # off unless --adapt
     flags.append(f"head_safety_bias={args.safety_bias}")  # none unless --safety-bias
+    flags.append(f"head_scales={','.join(f'{x:g}' for x in args.scales)}")  # 1 unless --scales
     return flags + [f"{k}={variant[k]}" for k in ("tile", "overlap") if k in variant]
 
 
 def head_tag(args: argparse.Namespace) -> str:
-    """``--adapt`` / ``--safety-bias``: the report name's tag (none without either; the
-    values: head_flags)."""
+    """``--adapt`` / ``--safety-bias`` / ``--scales``: the report name's tag (none without
+    them; the values: head_flags)."""
     tag = f"+adapt{args.adapt}" if args.adapt else ""
-    return tag + (f"+safety{args.safety_bias:g}" if args.safety_bias else "")
+    tag += f"+safety{args.safety_bias:g}" if args.safety_bias else ""
+    scales = ",".join(f"{x:g}" for x in args.scales)
+    return tag + ("" if args.scales == [1.0] else f"+scales{scales}")
 
 
 def view_flags(args: argparse.Namespace) -> tuple[str, list[str]]:
-    """``--views`` / ``--adapt`` / ``--safety-bias``: the report name's tag and the views flag
-    (none for one view, no adaptation and no bias)."""
+    """``--views`` / ``--adapt`` / ``--safety-bias`` / ``--scales``: the report name's tag and
+    the views flag (none for one view, no adaptation, no bias, one scale)."""
     if args.views == 1:
         return head_tag(args), []
     return f"+tta{args.views}" + head_tag(args), [f"head_views={args.views}"]
@@ -189,6 +192,9 @@ def main() -> None:
     ap.add_argument("--safety-bias", type=float, default=0.0,
                     help="eval, curve, scene: head_safety_bias (log-odds added to roads' "
                          "scores; 0 = none, the figures without a tag)")
+    ap.add_argument("--scales", type=float, nargs="+", default=[1.0],
+                    help="eval, curve, scene: head_scales (encoder scales averaged per tile; "
+                         "1 = as trained, the figures without a tag)")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--images", choices=("subset", "gate", "all"), default="subset",
                     help="val images: parts 001/005/009 (reported), 003/007 (choosing), all 27")
