@@ -133,7 +133,7 @@ def build_aerial_tab(backend: Backend) -> None:
                 adapt = gr.Checkbox(value=True, label="Head method: adapt to the photo first "
                                     "(self-training on its confident patches)")
                 fine = gr.Checkbox(value=False, label="Head method: also read each tile at "
-                                   "1.5x resolution (finer roads, about 3x slower)")
+                                   "1.5x resolution (finer roads, about 4x slower)")
             run = gr.Button("Make the city map", variant="primary", elem_id="aerial-run")
         with gr.Column(scale=2):
             summary = gr.Markdown()
