@@ -150,6 +150,11 @@ def scene_images(n: int, root: Path) -> list[str]:
     return train_stems + [f"{t}_image_part_{part}" for t in tiles for part in SCENE_PARTS[:n]]
 
 
+def scales_text(args: argparse.Namespace) -> str:
+    """``--scales`` as ``head_scales`` takes it: ``1,1.5``."""
+    return ",".join(f"{x:g}" for x in args.scales)
+
+
 def head_flags(name: str, args: argparse.Namespace) -> list[str]:
     flags = ["--method", "head", "--model", str(args.out / "heads" / name)]
     variant = VARIANTS.get(name, {})
@@ -157,7 +162,7 @@ def head_flags(name: str, args: argparse.Namespace) -> list[str]:
         flags.append(f"feature_cache={args.out / 'val_cache'}")  # frozen: same tile features
     flags.append(f"head_adapt_steps={args.adapt}")  # off unless --adapt
     flags.append(f"head_safety_bias={args.safety_bias}")  # none unless --safety-bias
-    flags.append(f"head_scales={','.join(f'{x:g}' for x in args.scales)}")  # 1 unless --scales
+    flags.append(f"head_scales={scales_text(args)}")  # 1 unless --scales
     return flags + [f"{k}={variant[k]}" for k in ("tile", "overlap") if k in variant]
 
 
@@ -166,8 +171,7 @@ def head_tag(args: argparse.Namespace) -> str:
     them; the values: head_flags)."""
     tag = f"+adapt{args.adapt}" if args.adapt else ""
     tag += f"+safety{args.safety_bias:g}" if args.safety_bias else ""
-    scales = ",".join(f"{x:g}" for x in args.scales)
-    return tag + ("" if args.scales == [1.0] else f"+scales{scales}")
+    return tag + ("" if args.scales == [1.0] else f"+scales{scales_text(args)}")
 
 
 def view_flags(args: argparse.Namespace) -> tuple[str, list[str]]:

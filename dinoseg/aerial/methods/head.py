@@ -198,15 +198,15 @@ class HeadMethod(AerialMethod):
     def _probs(self, tiles: np.ndarray, x: torch.Tensor | None = None) -> np.ndarray:
         """``(B, th, tw, 3)`` tiles -> ``(B, M, th, tw)`` probabilities averaged over
         :attr:`scales` (``x``: the tiles' kept standardised features at scale 1)."""
-        th, tw = tiles.shape[1:3]
-        total = torch.zeros(0)
-        for k, s in enumerate(self.scales):
-            geom = self.encoder.geometry(th, tw, scale=self.encoder.scale * s)
-            feats = x if s == 1.0 and x is not None else None
-            if feats is None:
-                layers = self.encoder.encode(tiles, geom)
-                feats = self.head.standardize([layers[i] for i in self._index])
-            logits = self.active.classify(feats) + self._bias
-            probs = self.encoder.to_image(logits, geom).softmax(1)
-            total = probs if k == 0 else total + probs
-        return (total / len(self.scales)).numpy()
+        per_scale = [self._scale_probs(tiles, s, x if s == 1.0 else None) for s in self.scales]
+        return torch.stack(per_scale).mean(0).numpy()
+
+    def _scale_probs(self, tiles: np.ndarray, s: float, x: torch.Tensor | None) -> torch.Tensor:
+        """``(B, th, tw, 3)`` tiles read at ``s`` times the encoder's scale -> ``(B, M, th, tw)``
+        probabilities (``x``: their kept standardised features, when there are)."""
+        geom = self.encoder.geometry(*tiles.shape[1:3], scale=self.encoder.scale * s)
+        if x is None:
+            layers = self.encoder.encode(tiles, geom)
+            x = self.head.standardize([layers[i] for i in self._index])
+        logits = self.active.classify(x) + self._bias
+        return self.encoder.to_image(logits, geom).softmax(1)
