@@ -121,7 +121,8 @@ def evaluate(name: str, flags: list[str], args: argparse.Namespace) -> dict[str,
     report = args.out / "reports" / f"{name}.json"
     if report.is_file() and not args.force:
         return dict(json.loads(report.read_text()))
-    only = {"all": [], "subset": ["--only", *SUBSET], "gate": ["--only", *GATE]}[args.images]
+    only = {"all": [], "subset": ["--only", *SUBSET], "gate": ["--only", *GATE],
+            "other": ["--only", *(f"part_{p}" for p in SCENE_PARTS)]}[args.images]
     cmd = [sys.executable, "-m", "dinoseg", "aerial", "eval", "--data", str(args.data),
            "--split", "val", *only, "--out", str(report), *flags]
     _run(cmd, args.threads)
@@ -163,14 +164,16 @@ def head_flags(name: str, args: argparse.Namespace) -> list[str]:
     flags.append(f"head_adapt_steps={args.adapt}")  # off unless --adapt
     flags.append(f"head_safety_bias={args.safety_bias}")  # none unless --safety-bias
     flags.append(f"head_scales={scales_text(args)}")  # 1 unless --scales
+    flags.append(f"head_pixel_weight={args.pixel_weight:g}")  # off unless --pixel-weight
     return flags + [f"{k}={variant[k]}" for k in ("tile", "overlap") if k in variant]
 
 
 def head_tag(args: argparse.Namespace) -> str:
-    """``--adapt`` / ``--safety-bias`` / ``--scales``: the report name's tag (none without
-    them; the values: head_flags)."""
+    """``--adapt`` / ``--safety-bias`` / ``--pixel-weight`` / ``--scales``: the report name's
+    tag (none without them; the values: head_flags)."""
     tag = f"+adapt{args.adapt}" if args.adapt else ""
     tag += f"+safety{args.safety_bias:g}" if args.safety_bias else ""
+    tag += f"+pixel{args.pixel_weight:g}" if args.pixel_weight else ""
     return tag + ("" if args.scales == [1.0] else f"+scales{scales_text(args)}")
 
 
@@ -196,12 +199,16 @@ def main() -> None:
     ap.add_argument("--safety-bias", type=float, default=0.0,
                     help="eval, curve, scene: head_safety_bias (log-odds added to roads' "
                          "scores; 0 = none, the figures without a tag)")
+    ap.add_argument("--pixel-weight", type=float, default=0.0,
+                    help="eval, curve, scene: head_pixel_weight (the pixel head's evidence; "
+                         "0 = off, the figures without a tag)")
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0],
                     help="eval, curve, scene: head_scales (encoder scales averaged per tile; "
                          "1 = as trained, the figures without a tag)")
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--images", choices=("subset", "gate", "all"), default="subset",
-                    help="val images: parts 001/005/009 (reported), 003/007 (choosing), all 27")
+    ap.add_argument("--images", choices=("subset", "gate", "other", "all"), default="subset",
+                    help="val images: parts 001/005/009 (reported), 003/007 (choosing), "
+                         "002/004/006/008 (checking a choice), all 27")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--force", action="store_true", help="redo what exists")

@@ -121,6 +121,7 @@ def head_spec(cfg: AerialConfig) -> str:
 
 def _head(p: Parts) -> AerialMethod:
     from dinoseg.aerial.methods.head import HeadMethod
+    from dinoseg.aerial.pixels import load_pixel_head
     from dinoseg.aerial.train import load_aerial_head
     from dinoseg.modelspec import parse_model_spec, resolve_model_spec
 
@@ -136,7 +137,8 @@ def _head(p: Parts) -> AerialMethod:
     encoder = TileEncoder(backbone, scale=scale, cache=cache, device=p.cfg.device)
     return HeadMethod(head, encoder, tiles=p.cfg.tiles, views=p.cfg.head_views,
                       scales=p.cfg.head_scales, adapt=p.cfg.adapt_settings,
-                      bias=p.cfg.class_bias)  # fmt: skip
+                      bias=p.cfg.class_bias, pixel=load_pixel_head(path),
+                      pixel_weight=p.cfg.head_pixel_weight)  # fmt: skip
 
 
 METHOD_BUILDERS: Mapping[str, Callable[[Parts], AerialMethod]] = MappingProxyType(

@@ -42,6 +42,10 @@ class AerialConfig:
     # classes the head lacks are skipped
     safety_classes: tuple[str, ...] = ("road",)
     head_safety_bias: float = 0.5
+    # head: weight of the pixel head's log-probabilities (colour and texture per pixel,
+    # dinoseg.aerial.pixels) added to the patch head's; 0 = off, heads without one skip it;
+    # chosen on the 18 val images nothing is reported on, 3 heads (docs/aerial.md)
+    head_pixel_weight: float = 1.5
     feature_cache: str = ""  # head: directory caching tile features (re-runs, evaluations)
     backbone: str = ""  # "" = the model's own (few-shot) / packaged:dinov2-s
     feature_layer: int = 10  # DINOv2 block clustered / matched by kmeans and sam-match
@@ -88,6 +92,9 @@ class AerialConfig:
         if not math.isfinite(self.head_safety_bias):
             raise InputError(f"head_safety_bias must be a finite number, got "
                              f"{self.head_safety_bias}")  # fmt: skip
+        if not (math.isfinite(self.head_pixel_weight) and 0 <= self.head_pixel_weight <= 10):
+            raise InputError(f"head_pixel_weight must be between 0 and 10, got "
+                             f"{self.head_pixel_weight}")  # fmt: skip
         if self.pixel_size <= 0 or self.building_height <= 0:
             raise InputError("pixel_size and building_height must be positive")
         plan_tiles((self.tile, self.tile), self.tile, self.overlap)  # tile and overlap sizes

@@ -10,9 +10,10 @@ views (crop, rotate, jitter, blur: :mod:`dinoseg.aerial.views`).
 Training images are cut into the tiles the pipeline uses (``tile``, ``overlap``, encoder scale
 ``image_size / tile``), so the head sees at training what it sees on a map. The checkpoint is a
 head checkpoint directory (:mod:`dinoseg.heads.checkpoint`) + ``tuned_blocks.safetensors`` for
-the tuned strategies + ``resolved_config.json``; ``metrics.json`` records ``aerial`` (tile,
-scale, strategy, tuned blocks) for :func:`load_aerial_head`. Config layers: code defaults <-
-params file section ``aerial_train`` <- flags <- ``KEY=VALUE``.
+the tuned strategies + ``pixel_head.safetensors`` / ``pixel_head.json`` (the pixel head fitted
+beside it: :mod:`dinoseg.aerial.pixels`) + ``resolved_config.json``; ``metrics.json`` records
+``aerial`` (tile, scale, strategy, tuned blocks) for :func:`load_aerial_head`. Config layers:
+code defaults <- params file section ``aerial_train`` <- flags <- ``KEY=VALUE``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,8 @@ from dinoseg.heads.model import HeadSpec, SegHead, build_head
 from dinoseg.io import InputError
 
 if TYPE_CHECKING:
+    from dinoseg.aerial.pixels import PixelHead
+    from dinoseg.aerial.trainset import TrainImage
     from dinoseg.heads.finetune import TuneItem, TunePlan
     from dinoseg.heads.split import SplitBackbone
 
@@ -73,6 +76,10 @@ class AerialTrainConfig:
     seed: int = 0
     threads: int = 2
     feature_cache: str = ""  # directory of cached prefix features ("" = none)
+    # steps of the pixel head (colour and texture per pixel, dinoseg.aerial.pixels) fitted
+    # beside the patch head on the fit images (0 = none); maps multiply in its evidence with
+    # the aerial config's head_pixel_weight
+    pixel_steps: int = 600
 
     @property
     def scale(self) -> float:
@@ -101,6 +108,9 @@ class AerialTrainConfig:
         for key in ("steps", "batch_size", "eval_every", "threads"):
             if getattr(self, key) < 1:
                 raise InputError(f"{key} must be positive, got {getattr(self, key)}")
+        if self.pixel_steps < 0:
+            raise InputError(f"pixel_steps must be 0 (no pixel head) or more, got "
+                             f"{self.pixel_steps}")  # fmt: skip
         if not self.lr > 0:
             raise InputError(f"lr must be positive, got {self.lr}")
         if not self.data:
@@ -112,6 +122,9 @@ def model_card(cfg: AerialTrainConfig, metrics: dict[str, Any]) -> str:
     score = "none held back" if val is None else f"{val['miou']:.1f} mIoU (patch grid)"
     tuned = metrics["aerial"]["tuned_blocks"]
     stopped = f"- **Stopped early**: {metrics['stopped']}\n" if metrics.get("stopped") else ""
+    px = metrics.get("pixel_head")
+    pixel = (f"- Pixel head (colour and texture per pixel): {px['samples']} labelled pixels, "
+             f"{px['steps']} steps, {px['seconds']:.1f} s\n" if px else "- Pixel head: none\n")
     return (
         f"# dinoseg aerial head `{cfg.kind}` on blocks {list(cfg.blocks)}, `{cfg.strategy}`\n\n"
         f"- Backbone: `{cfg.backbone}`, tuned blocks {tuned or 'none (frozen)'}"
@@ -125,15 +138,16 @@ def model_card(cfg: AerialTrainConfig, metrics: dict[str, Any]) -> str:
         f"{f' ({cfg.views} views per image)' if metrics['aerial']['augment'] else ''}\n"
         f"- Schedule: {cfg.steps} steps x {cfg.batch_size} views, AdamW lr {cfg.lr}, class "
         f"balance {cfg.balance}, seed {cfg.seed}; best step {metrics['best_step']}\n"
-        f"- Held-back validation: {score}\n{stopped}"
+        f"- Held-back validation: {score}\n{pixel}{stopped}"
         f"- Time: {metrics['seconds']:.1f} s (features {metrics['feature_seconds']:.1f} s, fit "
         f"{metrics['fit_seconds']:.1f} s) on {cfg.threads} CPU threads\n"
     )
 
 
 def _write(out: Path, head: SegHead, split: Any, cfg: AerialTrainConfig,
-           metrics: dict[str, Any]) -> Path:  # fmt: skip
+           metrics: dict[str, Any], pixel: PixelHead | None = None) -> Path:  # fmt: skip
     """The checkpoint directory, all files or none (built beside ``out``, then moved)."""
+    from dinoseg.aerial.pixels import save_pixel_head
     from dinoseg.config import save_resolved
     from dinoseg.heads.checkpoint import save_head
     from dinoseg.heads.split import save_tuned_blocks
@@ -145,6 +159,8 @@ def _write(out: Path, head: SegHead, split: Any, cfg: AerialTrainConfig,
                           layers=sorted(set(cfg.blocks)), image_size=round(cfg.tile * cfg.scale),
                           threshold=0.5, metrics=metrics, card=model_card(cfg, metrics))
         save_tuned_blocks(split, built)
+        if pixel is not None:
+            save_pixel_head(pixel, built, metrics.get("pixel_head", {}))
         save_resolved(cfg, built)
         shutil.rmtree(out, ignore_errors=True)
         built.rename(out)
@@ -199,8 +215,26 @@ def train_aerial_head(cfg: AerialTrainConfig, out_dir: str | Path, *,
     result = _fit(head, split, fit, val, cfg, plan, metrics, out, start, on_eval)
     metrics.update(val=result["val"], best_step=result["best_step"],
                    history=result["history"], class_weights=result["class_weights"],
-                   fit_seconds=result["seconds"], seconds=time.perf_counter() - start)
-    return _write(out, head, split, cfg, metrics)
+                   fit_seconds=result["seconds"])
+    pixel = _fit_pixels(fit_im, classes, cfg, metrics)
+    metrics["seconds"] = time.perf_counter() - start
+    return _write(out, head, split, cfg, metrics, pixel)
+
+
+def _fit_pixels(images: Sequence[TrainImage], classes: list[str], cfg: AerialTrainConfig,
+                metrics: dict[str, Any]) -> PixelHead | None:  # fmt: skip
+    """The pixel head on the fit images (their full-resolution pixels, not augmented), or
+    None when ``cfg.pixel_steps`` is 0; its fit goes into ``metrics["pixel_head"]``."""
+    from dinoseg.aerial.pixels import PixelFit, fit_pixel_head
+
+    if cfg.pixel_steps == 0:
+        return None
+    began = time.perf_counter()
+    fit = PixelFit(steps=cfg.pixel_steps, seed=cfg.seed)
+    pixel = fit_pixel_head([(im.image, im.labels) for im in images], classes, fit)
+    metrics["pixel_head"] = {"samples": fit.samples, "steps": fit.steps, "seed": fit.seed,
+                             "seconds": time.perf_counter() - began}  # fmt: skip
+    return pixel
 
 
 def _load_backbone(cfg: AerialTrainConfig) -> DinoBackbone:

@@ -22,7 +22,8 @@ def add_train(verbs: argparse._SubParsersAction) -> None:
         "progressive)",
         description="Config layers: code defaults <- --params FILE (section 'aerial_train') <- "
         "flags <- KEY=VALUE overrides (any AerialTrainConfig field). Writes the checkpoint "
-        "directory (head, tuned blocks, metrics, MODEL_CARD.md, resolved_config.json).",
+        "directory (head, tuned blocks, pixel head, metrics, MODEL_CARD.md, "
+        "resolved_config.json).",
     )  # fmt: skip
     t.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     t.add_argument("--data", action="append", default=None, metavar="DIR[:SPLIT]",

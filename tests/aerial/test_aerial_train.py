@@ -22,7 +22,7 @@ from dinoseg.io import InputError
 from tests.conftest import tiny_dinov2
 
 FILES = {"model.safetensors", "config.json", "metrics.json", "MODEL_CARD.md",
-         "resolved_config.json"}
+         "resolved_config.json", "pixel_head.safetensors", "pixel_head.json"}
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def backbone() -> DinoBackbone:
 def _cfg(folder, **kw) -> AerialTrainConfig:
     base = {"data": (f"{folder}:train",), "blocks": (1, 2), "tile": 56, "overlap": 14,
             "steps": 30, "batch_size": 4, "eval_every": 10, "val_fraction": 0.0, "threads": 1,
-            "lr": 3e-3}
+            "lr": 3e-3, "pixel_steps": 100}
     return AerialTrainConfig(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -56,11 +56,16 @@ def test_frozen_head_trains_from_cached_features(tmp_path, backbone):
     assert metrics["aerial"]["tuned_blocks"] == [] and metrics["fit_views"] == 7  # 2 + 4 + 1 tiles
     first = metrics["history"][0]["loss"]
     assert metrics["history"][-1]["loss"] < first
-    assert "`linear` on blocks [1, 2], `frozen`" in (out / "MODEL_CARD.md").read_text()
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "`linear` on blocks [1, 2], `frozen`" in card and "Pixel head (colour" in card
+    assert metrics["pixel_head"]["steps"] == 100
     assert _accuracy(out, backbone) > 0.5  # 5 classes: chance is ~0.2
     # a second run reads every view's features from the cache
-    again = train_aerial_head(_cfg(folder, feature_cache=str(cache)), tmp_path / "h2",
-                              backbone=backbone)
+    again = train_aerial_head(_cfg(folder, feature_cache=str(cache), pixel_steps=0),
+                              tmp_path / "h2", backbone=backbone)  # fmt: skip
+    assert {p.name for p in again.iterdir()} == FILES - {"pixel_head.json",
+                                                         "pixel_head.safetensors"}
+    assert "Pixel head: none" in (again / "MODEL_CARD.md").read_text()
     assert json.loads((again / "metrics.json").read_text())["cache"] == {"hits": 7, "misses": 0}
 
 
@@ -177,7 +182,8 @@ def test_bad_settings_fail_before_reading(tmp_path, backbone):
     for kw, message in (({"augment": ("zoom",)}, "augmentations ['zoom']"),
                         ({"strategy": "finetune", "tune_blocks": 0}, "needs tune_blocks >= 1"),
                         ({"kind": "transformer"}, "head kind 'transformer'"),
-                        ({"images": ("nope",)}, "no labelled image named ['nope']")):  # fmt: skip
+                        ({"images": ("nope",)}, "no labelled image named ['nope']"),
+                        ({"pixel_steps": -1}, "pixel_steps must be 0")):  # fmt: skip
         with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
             train_aerial_head(_cfg(folder, **kw), tmp_path / "h", backbone=backbone)
         assert not (tmp_path / "h").exists()

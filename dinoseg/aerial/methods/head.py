@@ -19,6 +19,10 @@ photo, the loaded head stays as trained. A photo of at most ``adapt.tiles`` tile
 encoded once (the sampled tiles' features are kept for scoring); a larger one costs up to
 ``adapt.tiles`` more encoder passes.
 
+With a ``pixel`` head (:mod:`dinoseg.aerial.pixels`, trained beside the head) the averaged
+probabilities are multiplied by its per-pixel ones to the power ``pixel_weight`` and
+renormalised: colour and texture at full resolution where a 14 px patch mixes classes.
+
 With ``bias`` (class name -> log-odds, the safety classes' by default) those classes' logits
 are raised before the softmax when the photo is scored, not when it is pseudo-labelled: a
 planner's map misses fewer roads for little mIoU.
@@ -40,6 +44,7 @@ import torch
 from dinoseg.aerial.adapt import AdaptReport, AdaptSettings, self_train
 from dinoseg.aerial.features import TileEncoder
 from dinoseg.aerial.methods.base import AerialMethod, TileSettings
+from dinoseg.aerial.pixels import PixelHead, fuse
 from dinoseg.aerial.reader import ImageSource
 from dinoseg.aerial.tiling import TileGrid
 from dinoseg.heads.model import SegHead
@@ -104,6 +109,8 @@ class HeadMethod(AerialMethod):
     scales: encoder scales each view is scored at, relative to ``encoder``'s (1 = as trained).
     adapt: test-time self-training on each photo (None or ``steps`` = 0: off).
     bias: log-odds added to these classes' scores (names the head lacks are skipped).
+    pixel: a pixel head over the same classes (:mod:`dinoseg.aerial.pixels`), or None.
+    pixel_weight: its log-probabilities' weight when fused with the views' average (0 = off).
     """
 
     name = "head"
@@ -111,7 +118,8 @@ class HeadMethod(AerialMethod):
     def __init__(self, head: SegHead, encoder: TileEncoder, *, tiles: TileSettings | None = None,
                  views: int = 1, scales: Sequence[float] = (1.0,),
                  adapt: AdaptSettings | None = None,
-                 bias: Mapping[str, float] | None = None):  # fmt: skip
+                 bias: Mapping[str, float] | None = None, pixel: PixelHead | None = None,
+                 pixel_weight: float = 0.0):  # fmt: skip
         super().__init__(tiles)
         check_views(views)
         check_scales(scales)
@@ -122,6 +130,11 @@ class HeadMethod(AerialMethod):
             raise InputError(f"the head reads blocks {list(head.spec.blocks)}; the backbone "
                              f"returns {list(layers)}")
         self.head = head.eval()
+        if pixel is not None and tuple(pixel.spec.classes) != tuple(head.classes):
+            raise InputError(f"the pixel head's classes {list(pixel.spec.classes)} are not the "
+                             f"head's {list(head.classes)}")
+        self.pixel = pixel if pixel_weight > 0 else None
+        self.pixel_weight = float(pixel_weight)
         self.adapt = adapt or AdaptSettings()
         bias = bias or {}
         self._bias = torch.tensor([float(bias.get(c, 0.0)) for c in head.classes]).view(1, -1, 1, 1)
@@ -191,6 +204,9 @@ class HeadMethod(AerialMethod):
             turned = np.ascontiguousarray(orient(tiles, v, axes=(1, 2)))
             probs += orient(self._probs(turned), v, axes=(2, 3), inverse=True)
         probs /= len(views)
+        if self.pixel is not None:
+            probs = fuse(torch.from_numpy(probs), self.pixel.log_probs(tiles),
+                         self.pixel_weight).numpy()  # fmt: skip
         self._confidence += probs.max(1).mean((1, 2)).tolist()
         return probs
 
