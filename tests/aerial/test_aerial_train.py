@@ -46,6 +46,21 @@ def _accuracy(ckpt, backbone) -> float:
     return float((labels == truth).mean())
 
 
+def _maps_with_its_pixel_head(ckpt, backbone) -> None:
+    """The builder loads the checkpoint's pixel head when head_pixel_weight > 0 (not at 0)."""
+    from dinoseg.aerial.build import build_method
+    from dinoseg.aerial.config import AerialConfig
+
+    on = build_method(AerialConfig(method="head", model=str(ckpt), tile=56, overlap=14,
+                                   head_pixel_weight=1.5), None, [], backbone=backbone)
+    off = build_method(AerialConfig(method="head", model=str(ckpt), tile=56, overlap=14),
+                       None, [], backbone=backbone)  # fmt: skip
+    assert isinstance(on, HeadMethod) and isinstance(off, HeadMethod)
+    assert on.pixel is not None and off.pixel is None  # off by default
+    image, truth = city_tile(70, 84, seed=1)
+    assert (on.segment(image) == truth).mean() > 0.5
+
+
 def test_frozen_head_trains_from_cached_features(tmp_path, backbone):
     folder = write_city_folder(tmp_path / "data")
     cache = tmp_path / "cache"
@@ -59,6 +74,7 @@ def test_frozen_head_trains_from_cached_features(tmp_path, backbone):
     card = (out / "MODEL_CARD.md").read_text()
     assert "`linear` on blocks [1, 2], `frozen`" in card and "Pixel head (colour" in card
     assert metrics["pixel_head"]["steps"] == 100
+    _maps_with_its_pixel_head(out, backbone)
     assert _accuracy(out, backbone) > 0.5  # 5 classes: chance is ~0.2
     # a second run reads every view's features from the cache
     again = train_aerial_head(_cfg(folder, feature_cache=str(cache), pixel_steps=0),
