@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dinoseg.heads.fit import inverse_frequency
 from dinoseg.io import InputError
 
 UNLABELLED = 255
@@ -158,10 +159,8 @@ def fit_pixel_head(images: Sequence[tuple[np.ndarray, np.ndarray]], classes: Seq
         head = PixelHead(spec)
         head.mean.copy_(x.mean(0))
         head.std.copy_(x.std(0, correction=0).clamp_min(1e-4))
-        count = torch.bincount(y, minlength=len(classes)).float()
-        present = count > 0
-        weight = torch.zeros(len(classes))
-        weight[present] = (count[present].mean() / count[present]) ** fit.balance
+        weight = inverse_frequency(torch.bincount(y, minlength=len(classes)).float(),
+                                   fit.balance)  # fmt: skip
         opt = torch.optim.AdamW(head.parameters(), lr=fit.lr, weight_decay=1e-4)
         for _ in range(fit.steps):
             j = torch.randint(0, len(y), (min(fit.batch, len(y)),))
@@ -187,8 +186,7 @@ def save_pixel_head(head: PixelHead, out_dir: str | Path, report: dict[str, Any]
 
     out = Path(out_dir)
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / WEIGHTS_FILE))
-    spec = {**asdict(head.spec), "classes": list(head.spec.classes),
-            "radii": list(head.spec.radii)}  # fmt: skip
+    spec = asdict(head.spec)  # tuples are written as JSON lists
     (out / SPEC_FILE).write_text(json.dumps({"spec": spec, "fit": report}, indent=2))
 
 

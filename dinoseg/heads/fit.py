@@ -56,15 +56,21 @@ def feature_statistics(images: Sequence[LabelledImage]) -> tuple[Tensor, Tensor]
     return mean, (sq / n - mean * mean).clamp_min(0).sqrt()
 
 
+def inverse_frequency(mass: Tensor, balance: float) -> Tensor:
+    """(M,) class masses (labelled patches, pixels...) -> (M,) loss weights ``(mean mass /
+    mass) ** balance`` over the present classes (absent classes: 0)."""
+    present = mass > 0
+    w = torch.zeros(len(mass))
+    w[present] = (mass[present].mean() / mass[present]) ** balance
+    return w
+
+
 def class_weights(images: Sequence[LabelledImage], n_classes: int, balance: float) -> Tensor:
     """(M,) loss weight per class: ``(mean mass / mass) ** balance`` (absent classes: 0)."""
     mass = torch.zeros(n_classes)
     for im in images:
         mass += (im.target * im.cover).sum((1, 2))
-    present = mass > 0
-    w = torch.zeros(n_classes)
-    w[present] = (mass[present].mean() / mass[present]) ** balance
-    return w
+    return inverse_frequency(mass, balance)
 
 
 def _batch(images: Sequence[LabelledImage], idx: Sequence[int]) -> tuple[list[Tensor], Tensor,
