@@ -10,6 +10,7 @@ showing every class, seeded). Training CPU and wall time come from the child's r
     python bench/aerial_heads.py baselines [--baselines fewshot-5]  # few-shot / k-means / SAM
     python bench/aerial_heads.py curve                # mIoU vs labelled tiles: head vs few-shot
     python bench/aerial_heads.py scene [--views 8]    # + labelled images of the val scenes
+    python bench/aerial_heads.py scene --scene-n 4 --scene-kind mlp [--images gate] [--seed 1]
     python bench/aerial_heads.py table                # the docs/aerial.md tables from the reports
 """
 
@@ -52,6 +53,9 @@ VARIANTS: dict[str, dict[str, Any]] = {  # name -> AerialTrainConfig overrides
                                 "balance": 1.0, "views": 12, "strength": 0.4},
     "linear+aug+bal1+s40": {"strategy": "frozen", "kind": "linear", "augment": AUG,
                             "balance": 1.0, "strength": 0.4},
+    # the default recipe with an MLP head (1x1 -> GELU -> 1x1)
+    "mlp+aug+bal1+s40": {"strategy": "frozen", "kind": "mlp", "augment": AUG, "balance": 1.0,
+                         "strength": 0.4},
     # square-root inverse-frequency weights (the code default) with strength 0.4
     "linear+aug+bal05+s40": {"strategy": "frozen", "kind": "linear", "augment": AUG,
                              "balance": 0.5, "strength": 0.4},
@@ -68,7 +72,7 @@ VARIANTS: dict[str, dict[str, Any]] = {  # name -> AerialTrainConfig overrides
 }
 #: the same recipe with other seeds (held-back images, augmented views, initialisation,
 #: batch order): ``NAME+seedN``
-SEEDED = {"linear+aug+bal1": (1, 2), "linear+aug+bal1+s40": (1, 2),
+SEEDED = {"linear+aug+bal1": (1, 2), "linear+aug+bal1+s40": (1, 2), "mlp+aug+bal1+s40": (1, 2),
           "linear+aug+bal1+v12+s40": (1, 2), "linear+aug+bal05+s40": (1, 2)}
 VARIANTS.update({f"{name}+seed{seed}": {**VARIANTS[name], "seed": seed}
                  for name, seeds in SEEDED.items() for seed in seeds})
@@ -185,6 +189,21 @@ def view_flags(args: argparse.Namespace) -> tuple[str, list[str]]:
     return f"+tta{args.views}" + head_tag(args), [f"head_views={args.views}"]
 
 
+def scene(args: argparse.Namespace, suffix: str) -> None:
+    """Heads trained on the train images + the first ``n`` scene parts of each val tile, scored
+    on the reported parts or, to choose between recipes, the gate's (neither is trained on)."""
+    if args.images not in ("subset", "gate"):
+        sys.exit("scene: scored on parts 001/005/009 or the gate's 003/007 (the others train)")
+    recipe = {**VARIANTS[SCENE_VARIANT], "kind": args.scene_kind, "seed": args.seed}
+    tag = ("" if args.scene_kind == "linear" else f"-{args.scene_kind}") + (
+        f"+seed{args.seed}" if args.seed else "")
+    for n in args.scene_n:
+        name = f"scene{n}{tag}"
+        train(name, recipe, args, scene_images(n, args.data), "train,val")
+        tta, views = view_flags(args)
+        evaluate(name + tta + suffix, head_flags(name, args) + views, args)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("what", choices=("train", "eval", "baselines", "curve", "scene", "table"))
@@ -212,6 +231,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--force", action="store_true", help="redo what exists")
+    ap.add_argument("--scene-n", type=int, nargs="+", default=[1, 2, 3, 4],
+                    choices=range(1, len(SCENE_PARTS) + 1), help="scene: parts per val tile")
+    ap.add_argument("--scene-kind", choices=("linear", "mlp"), default="linear",
+                    help="scene: the head (mlp: 1x1 -> GELU -> 1x1, the recipe otherwise)")
+    ap.add_argument("--seed", type=int, default=0, help="scene: the training seed")
     ap.add_argument("--curve-variant", default="linear", choices=list(VARIANTS),
                     help="the head of the learning curve (a frozen one)")
     args = ap.parse_args()
@@ -237,13 +261,7 @@ def main() -> None:
             evaluate(f"curve-fewshot-{n}{suffix}",
                      ["--method", "fewshot", *support_flags(stems, args.data)], args)
     elif args.what == "scene":
-        if args.images != "subset":
-            sys.exit("scene: reported on parts 001/005/009 only (the others train or choose)")
-        for n in range(1, len(SCENE_PARTS) + 1):
-            name = f"scene{n}"
-            train(name, VARIANTS[SCENE_VARIANT], args, scene_images(n, args.data), "train,val")
-            tta, views = view_flags(args)
-            evaluate(name + tta + suffix, head_flags(name, args) + views, args)
+        scene(args, suffix)
     else:
         from aerial_heads_table import print_tables
 
