@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinoseg.heads.fit import inverse_frequency
+from dinoseg.heads.model import Standardized
 from dinoseg.io import InputError
 
 UNLABELLED = 255
@@ -76,7 +77,7 @@ def pixel_features(tiles: np.ndarray | Tensor, radii: Sequence[int] = (3, 9, 27)
     return torch.cat(feats, 1)
 
 
-class PixelHead(nn.Module):
+class PixelHead(Standardized):
     """Per-pixel class logits from :func:`pixel_features` (standardised, then an MLP as 1x1
     convolutions).
 
@@ -84,21 +85,15 @@ class PixelHead(nn.Module):
         spec: the head's shape (:class:`PixelSpec`).
     """
 
-    mean: Tensor
-    std: Tensor
-
     def __init__(self, spec: PixelSpec):
-        super().__init__()
+        super().__init__(spec.in_dim)
         self.spec = spec
-        c = spec.in_dim
-        self.register_buffer("mean", torch.zeros(c))
-        self.register_buffer("std", torch.ones(c))
-        self.mlp = nn.Sequential(nn.Conv2d(c, spec.hidden, 1), nn.GELU(),
+        self.mlp = nn.Sequential(nn.Conv2d(spec.in_dim, spec.hidden, 1), nn.GELU(),
                                  nn.Conv2d(spec.hidden, len(spec.classes), 1))  # fmt: skip
 
     def forward(self, feats: Tensor) -> Tensor:
         """(B, F, H, W) features -> (B, M, H, W) logits."""
-        return self.mlp((feats - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1))
+        return self.mlp(self.standardize_channels(feats))
 
     @torch.inference_mode()
     def log_probs(self, tiles: np.ndarray, rows: int = 64) -> Tensor:
@@ -157,8 +152,7 @@ def fit_pixel_head(images: Sequence[tuple[np.ndarray, np.ndarray]], classes: Seq
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(fit.seed)
         head = PixelHead(spec)
-        head.mean.copy_(x.mean(0))
-        head.std.copy_(x.std(0, correction=0).clamp_min(1e-4))
+        head.set_statistics(x.mean(0), x.std(0, correction=0))
         weight = inverse_frequency(torch.bincount(y, minlength=len(classes)).float(),
                                    fit.balance)  # fmt: skip
         opt = torch.optim.AdamW(head.parameters(), lr=fit.lr, weight_decay=1e-4)

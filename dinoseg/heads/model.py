@@ -68,22 +68,43 @@ class HeadSpec:
         return cls(**known)
 
 
-class SegHead(nn.Module):
+class Standardized(nn.Module):
+    """A head whose input channels are standardised by stored statistics: buffers ``mean`` and
+    ``std``, (C,) each, saved with its weights (the names checkpoints carry).
+
+    Args:
+        channels: C, the input channels.
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("std", torch.ones(channels))
+
+    def set_statistics(self, mean: Tensor, std: Tensor) -> None:
+        """Per-channel standardisation of the input: (C,) each (std floored at 1e-4)."""
+        self.mean.copy_(mean)
+        self.std.copy_(std.clamp_min(1e-4))
+
+    def standardize_channels(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, C, H, W) standardised with the stored statistics."""
+        return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+
+
+class SegHead(Standardized):
     """Per-patch class logits from frozen block features.
 
     Args:
         spec: the head's shape (:class:`HeadSpec`).
     """
 
-    mean: Tensor
-    std: Tensor
-
     def __init__(self, spec: HeadSpec):
-        super().__init__()
+        super().__init__(spec.in_dim)
         self.spec = spec
         c, m = spec.in_dim, len(spec.classes)
-        self.register_buffer("mean", torch.zeros(c))
-        self.register_buffer("std", torch.ones(c))
         if spec.kind == "linear":
             self.body: nn.Module = nn.Identity()
             self.out = nn.Conv2d(c, m, 1)
@@ -97,11 +118,6 @@ class SegHead(nn.Module):
     @property
     def classes(self) -> tuple[str, ...]:
         return self.spec.classes
-
-    def set_statistics(self, mean: Tensor, std: Tensor) -> None:
-        """Per-channel standardisation of the concatenated input: (C_in,) each."""
-        self.mean.copy_(mean)
-        self.std.copy_(std.clamp_min(1e-4))
 
     def forward(self, feats: Sequence[Tensor]) -> Tensor:
         """Logits of every class on every patch.
@@ -117,8 +133,7 @@ class SegHead(nn.Module):
     def standardize(self, feats: Sequence[Tensor]) -> Tensor:
         """The blocks concatenated and standardised: (B, C_in, h, w) float32 (what
         :meth:`classify` reads; features that do not change can be standardised once)."""
-        x = torch.cat([f.float() for f in feats], dim=1)
-        return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+        return self.standardize_channels(torch.cat([f.float() for f in feats], dim=1))
 
     def classify(self, x: Tensor) -> Tensor:
         """(B, C_in, h, w) standardised input -> (B, M, h, w) logits."""
