@@ -53,6 +53,9 @@ VARIANTS: dict[str, dict[str, Any]] = {  # name -> AerialTrainConfig overrides
                                 "balance": 1.0, "views": 12, "strength": 0.4},
     "linear+aug+bal1+s40": {"strategy": "frozen", "kind": "linear", "augment": AUG,
                             "balance": 1.0, "strength": 0.4},
+    # every other block from 2 (2, 4, 6, 8, 10) instead of 6-10: earlier blocks' finer cues
+    "linear+aug+bal1+s40+even": {"strategy": "frozen", "kind": "linear", "augment": AUG,
+                                 "balance": 1.0, "strength": 0.4, "blocks": "2,4,6,8,10"},
     # the default recipe with an MLP head (1x1 -> GELU -> 1x1)
     "mlp+aug+bal1+s40": {"strategy": "frozen", "kind": "mlp", "augment": AUG, "balance": 1.0,
                          "strength": 0.4},
@@ -73,6 +76,7 @@ VARIANTS: dict[str, dict[str, Any]] = {  # name -> AerialTrainConfig overrides
 #: the same recipe with other seeds (held-back images, augmented views, initialisation,
 #: batch order): ``NAME+seedN``
 SEEDED = {"linear+aug+bal1": (1, 2), "linear+aug+bal1+s40": (1, 2), "mlp+aug+bal1+s40": (1, 2),
+          "linear+aug+bal1+s40+even": (1, 2),
           "linear+aug+bal1+v12+s40": (1, 2), "linear+aug+bal05+s40": (1, 2)}
 VARIANTS.update({f"{name}+seed{seed}": {**VARIANTS[name], "seed": seed}
                  for name, seeds in SEEDED.items() for seed in seeds})

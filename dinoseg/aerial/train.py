@@ -3,9 +3,9 @@
 The aerial article's recommendation (§9.2-9.3): DINOv2 features + a light head (linear, MLP
 or a small CNN: :mod:`dinoseg.heads.model`) with one of three transfer strategies
 (:mod:`dinoseg.heads.finetune`): ``frozen`` (the head on cached features; minutes on 2 cores),
-``finetune`` (the last ``tune_blocks`` blocks the head reads at ``backbone_lr``),
-``progressive`` (those blocks unfrozen one by one on a schedule), with optional augmentation
-views (crop, rotate, jitter, blur: :mod:`dinoseg.aerial.views`).
+``finetune`` (the last ``tune_blocks`` blocks up to the last one the head reads, at
+``backbone_lr``), ``progressive`` (those blocks unfrozen one by one on a schedule), with
+optional augmentation views (crop, rotate, jitter, blur: :mod:`dinoseg.aerial.views`).
 
 Training images are cut into the tiles the pipeline uses (``tile``, ``overlap``, encoder scale
 ``image_size / tile``), so the head sees at training what it sees on a map. The checkpoint is a
@@ -53,7 +53,9 @@ class AerialTrainConfig:
     images: tuple[str, ...] = ()  # only these image stems ("" = all)
     strategy: str = "frozen"  # frozen | finetune | progressive
     kind: str = "linear"  # linear | mlp | conv (3x3 conv, the small CNN)
-    blocks: tuple[int, ...] = (6, 7, 8, 9, 10)
+    # every other block from 2: over blocks 6-10, +2.3 mIoU on the aerial gate and +1.2 on 12
+    # other val images, three seeds each (docs/aerial.md); one encoder pass either way
+    blocks: tuple[int, ...] = (2, 4, 6, 8, 10)
     hidden: int = 256
     dropout: float = 0.1
     backbone: str = DEFAULT_BACKBONE

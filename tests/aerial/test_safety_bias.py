@@ -50,8 +50,8 @@ def test_the_bias_never_reaches_the_pseudo_labels():
 
 
 def test_the_config_biases_its_safety_classes_and_refuses_a_bias_that_is_not_a_number():
-    assert AerialConfig().class_bias == {"road": 0.5}  # the default: roads
-    cfg = AerialConfig(head_safety_bias=1.5, safety_classes=("road", "building"))
-    assert cfg.class_bias == {"road": 1.5, "building": 1.5}
+    assert AerialConfig().class_bias == {"road": 1.5}  # the default: roads
+    cfg = AerialConfig(head_safety_bias=0.5, safety_classes=("road", "building"))
+    assert cfg.class_bias == {"road": 0.5, "building": 0.5}
     with pytest.raises(InputError, match="head_safety_bias must be a finite number"):
         AerialConfig(head_safety_bias=float("nan")).check()
