@@ -109,12 +109,15 @@ def _run(cmd: list[str], threads: int) -> dict[str, float]:
 
 
 def train(name: str, overrides: dict[str, Any], args: argparse.Namespace,
-          images: list[str] | None = None, splits: str = "train") -> Path:  # fmt: skip
+          images: list[str] | None = None, splits: str = "train",
+          extra: tuple[str, ...] = ()) -> Path:  # fmt: skip
+    """A head trained on ``splits`` of ``args.data`` (+ ``extra`` label sources, DIR:SPLIT)."""
     out = args.out / "heads" / name
     if (out / "config.json").is_file() and not args.force:
         return out
+    sources = [f"{args.data}:{s}" for s in splits.split(",")] + list(extra)
     pairs = {**overrides, "threads": args.threads, "feature_cache": str(args.out / "cache"),
-             "data": ",".join(f"{args.data}:{s}" for s in splits.split(","))}  # fmt: skip
+             "data": ",".join(sources)}
     if images:
         pairs["images"] = ",".join(images)
     cmd = [sys.executable, "-m", "dinoseg", "aerial", "train", "--out", str(out),

@@ -1,0 +1,145 @@
+"""The aerial review loop measured with a simulated annotator (docs/aerial.md).
+
+What a map job does (serving/aerial.py ``review_tiles``): the default head maps a photo and
+offers its ``n`` least confident tiles to annotators; their labels (workers/labelstudio/aerial.py
+``sync_tiles``: tile image + class-index mask in ``data/aerial_labels/train``) are training data
+for the next ``dvc repro aerial/dvc.yaml``. Here the annotator is simulated by the ground truth:
+
+1. map each photo with the default head (adapted, safety bias, one view) and take its ``n``
+   least confident tiles, as the job would offer them;
+2. write those tiles' images and true masks in the labels folder's layout;
+3. train the default recipe (``--kind mlp``: with an MLP head) on the train images + those
+   tiles (``NAME+loopN`` heads);
+4. score the new head and the old one on the same photos **outside the labelled tiles** (their
+   pixels count as unlabelled), so what is reported is what the labels taught elsewhere.
+
+Nothing here chooses anything; it measures what one round of the loop buys on the photos the
+annotators saw. Defaults: the reported val images (parts 001/005/009), the default recipe's
+bench variant; heads and reports in runs/aerial_heads/ beside bench/aerial_heads.py's.
+
+    python bench/aerial_loop.py [--tiles 1 3] [--seeds 0] [--images subset|gate] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aerial_compare import DATA, SUBSET
+from aerial_heads import GATE, OUT, VARIANTS, _run, train
+from PIL import Image
+
+from dinoseg.aerial.build import build_method
+from dinoseg.aerial.config import AerialConfig
+from dinoseg.aerial.pipeline import run_aerial
+from dinoseg.aerial.reader import open_large_image
+from dinoseg.io import load_label_map
+
+RECIPE = "linear+aug+bal1+s40+even"  # the default recipe (aerial/params.yaml)
+IGNORE = 255
+
+
+def stems(root: Path, parts: tuple[str, ...]) -> list[str]:
+    return sorted(p.stem for p in (root / "val" / "masks").glob("*.png") if p.stem.endswith(parts))
+
+
+def least_confident(root: Path, names: list[str], head: Path, photos: list[str], n: int,
+                    work: Path) -> dict[str, list[list[int]]]:  # fmt: skip
+    """``{stem: [[y0, x0, y1, x1], ...]}``: the ``n`` least confident tiles of each photo's map
+    by ``head`` with the default map settings (as a map job offers them for review)."""
+    cfg = AerialConfig(method="head", model=str(head), feature_cache=str(OUT / "val_cache"))
+    method = build_method(cfg, None, names)
+    boxes = {}
+    for stem in photos:
+        run_aerial(root / "val" / "images" / f"{stem}.jpg", None, names, cfg,
+                   work / "maps" / stem, method=method)  # fmt: skip
+        ranked = sorted(method.tile_confidence, key=lambda t: t[1])[:n]  # type: ignore[attr-defined]
+        boxes[stem] = [list(box) for box, _ in ranked]
+    return boxes
+
+
+def write_labels(root: Path, boxes: dict[str, list[list[int]]], labels: Path) -> None:
+    """The simulated annotator: each box's image and true mask, in the labels folder's layout."""
+    shutil.rmtree(labels, ignore_errors=True)
+    for sub in ("images", "masks"):
+        (labels / "train" / sub).mkdir(parents=True)
+    shutil.copy(root / "classes.json", labels / "classes.json")
+    for stem, tiles in boxes.items():
+        photo = open_large_image(root / "val" / "images" / f"{stem}.jpg")
+        mask = load_label_map(root / "val" / "masks" / f"{stem}.png").astype(np.uint8)
+        for y0, x0, y1, x1 in tiles:
+            name = f"{stem}_{y0}_{x0}.png"
+            Image.fromarray(photo.read(y0, x0, y1, x1)).save(labels / "train" / "images" / name)
+            Image.fromarray(mask[y0:y1, x0:x1]).save(labels / "train" / "masks" / name)
+
+
+def masked_val(root: Path, boxes: dict[str, list[list[int]]], out: Path) -> None:
+    """A val folder of the same photos whose labelled boxes are unlabelled (255)."""
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "val" / "images").mkdir(parents=True)
+    (out / "val" / "masks").mkdir(parents=True)
+    shutil.copy(root / "classes.json", out / "classes.json")
+    for stem, tiles in boxes.items():
+        (out / "val" / "images" / f"{stem}.jpg").symlink_to(root / "val" / "images" / f"{stem}.jpg")
+        mask = load_label_map(root / "val" / "masks" / f"{stem}.png").astype(np.uint8)
+        for y0, x0, y1, x1 in tiles:
+            mask[y0:y1, x0:x1] = IGNORE
+        Image.fromarray(mask).save(out / "val" / "masks" / f"{stem}.png")
+
+
+def score(head: Path, data: Path, report: Path, threads: int) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "dinoseg", "aerial", "eval", "--data", str(data), "--split", "val",
+           "--out", str(report), "--method", "head", "--model", str(head),
+           f"feature_cache={OUT / 'val_cache'}"]  # fmt: skip
+    _run(cmd, threads)
+    return dict(json.loads(report.read_text()))
+
+
+def line(tag: str, r: dict[str, Any]) -> str:
+    ious = ", ".join(f"{c} {v['iou']:.1f}" for c, v in r["per_class"].items())
+    return (f"{tag}: mIoU {r['miou']:.1f} | {ious} | road FNR {r['safety']['fnr']['road']:.1f}"
+            f" | water FPR {r['safety']['hazard_fpr']['water']:.1f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--tiles", type=int, nargs="+", default=[1, 3], help="tiles labelled per photo")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--images", choices=("subset", "gate"), default="subset")
+    ap.add_argument("--kind", choices=("linear", "mlp"), default="linear",
+                    help="the retrained head (aerial/params.yaml recommends mlp once labels of "
+                         "the mapped scenes are in the data)")
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--force", action="store_true", help="redo what exists")
+    args = ap.parse_args()
+    args.out = OUT
+    names = list(json.loads((args.data / "classes.json").read_text())["classes"].values())
+    photos = stems(args.data, SUBSET if args.images == "subset" else GATE)
+    suffix = "" if args.images == "subset" else "@gate"
+    for seed in args.seeds:
+        base = RECIPE + (f"+seed{seed}" if seed else "")
+        head = train(base, VARIANTS[base], args)
+        work = OUT / "loop" / f"{base}{suffix}"
+        for n in args.tiles:
+            boxes = least_confident(args.data, names, head, photos, n, work)
+            labels, val = work / f"labels{n}", work / f"val{n}"
+            write_labels(args.data, boxes, labels)
+            masked_val(args.data, boxes, val)
+            (work / f"boxes{n}.json").write_text(json.dumps(boxes))
+            kind = "" if args.kind == "linear" else f"-{args.kind}"
+            loop = train(f"{base}+loop{n}{kind}{suffix}", {**VARIANTS[base], "kind": args.kind},
+                         args, extra=(f"{labels}:train",))  # fmt: skip
+            for tag, model in (("before", head), (f"after {n} tiles{kind}", loop)):
+                name = f"report{n}-{tag.split()[0]}{kind if model == loop else ''}.json"
+                r = score(model, val, work / name, args.threads)
+                print(line(f"seed {seed}, {n} tile(s) per photo labelled, {tag}", r), flush=True)
+
+
+if __name__ == "__main__":
+    main()
