@@ -23,18 +23,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from aerial_compare import DATA, SUBSET
+from aerial_compare import DATA, SUBSET, ious, val_stems
 from aerial_heads import OUT, SCENE_VARIANT, VARIANTS, evaluate, head_flags, train
 
 from dinoseg.io import load_label_map
 
 IGNORE = 255
-
-
-def reported_stems(root: Path) -> list[str]:
-    """The val stems ending in one of the reported parts (``tile4_image_part_001``, ...)."""
-    return sorted(p.stem for p in (root / "val" / "masks").glob("*.png")
-                  if p.stem.endswith(SUBSET))  # fmt: skip
 
 
 def patch_grid_labels(mask: np.ndarray, patch: int, classes: int) -> np.ndarray:
@@ -64,13 +58,12 @@ def grid_ceiling(root: Path, stems: list[str], patch: int, names: list[str]) -> 
         valid = gt != IGNORE
         conf += np.bincount(gt[valid].astype(np.int64) * (n + 1) + np.minimum(pred[valid], n),
                             minlength=n * (n + 1)).reshape(n, n + 1)  # fmt: skip
-    tp = np.diag(conf[:, :n]).astype(float)
-    iou = 100 * tp / (conf.sum(1) + conf[:, :n].sum(0) - tp)
-    out = {c: float(v) for c, v in zip(names, iou, strict=True)}
-    out["mIoU"] = float(iou.mean())
+    iou = ious(conf)
+    out = dict(zip(names, iou, strict=True))
+    out["mIoU"] = float(np.mean(iou))
     if "road" in names:
         r = names.index("road")
-        out["road FNR"] = float(100 * (1 - tp[r] / conf[r].sum()))
+        out["road FNR"] = float(100 * (1 - conf[r, r] / conf[r].sum()))
     return out
 
 
@@ -91,7 +84,7 @@ def main() -> None:
         "subset", 0, 0.0, 0.0, [1.0])
     classes = json.loads((args.data / "classes.json").read_text())["classes"]
     names = [classes[k] for k in sorted(classes, key=int)]
-    stems = reported_stems(args.data)
+    stems = val_stems(args.data, SUBSET)
     for patch in args.patches:
         row = grid_ceiling(args.data, stems, patch, names)
         print(f"patch grid {patch} px: " + ", ".join(f"{k} {v:.1f}" for k, v in row.items()))

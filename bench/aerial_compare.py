@@ -59,9 +59,10 @@ def pick_supports(root: Path, shots: int, seed: int = 0, min_share: float = 0.00
     return [good[i] for i in order[:shots]]
 
 
-def val_stems(root: Path, which: str) -> list[str]:
+def val_stems(root: Path, parts: tuple[str, ...] = ()) -> list[str]:
+    """The val stems ending in one of ``parts`` (``part_001``, ...); all of them for ``()``."""
     stems = sorted(p.stem for p in (root / "val" / "masks").glob("*.png"))
-    return stems if which == "all" else [s for s in stems if s.endswith(SUBSET)]
+    return [s for s in stems if s.endswith(parts)] if parts else stems
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -91,7 +92,7 @@ def worker(args: argparse.Namespace) -> None:
     n = len(names)
     conf = np.zeros((n, n + 1), np.int64)  # gt class x (pred class, unknown)
     seconds, cpu, mp = 0.0, 0.0, 0.0
-    for stem in val_stems(root, args.images):
+    for stem in val_stems(root, () if args.images == "all" else SUBSET):
         source = open_large_image(root / "val" / "images" / f"{stem}.jpg")
         gt = load_label_map(root / "val" / "masks" / f"{stem}.png")
         start, start_cpu = time.perf_counter(), time.process_time()

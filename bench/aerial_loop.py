@@ -25,17 +25,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aerial_compare import DATA, SUBSET
-from aerial_heads import GATE, OUT, VARIANTS, _run, train
+from aerial_compare import DATA, SUBSET, val_stems
+from aerial_heads import GATE, OUT, VARIANTS, evaluate, train
 from PIL import Image
 
 from dinoseg.aerial.build import build_method
 from dinoseg.aerial.config import AerialConfig
+from dinoseg.aerial.methods.head import least_confident
 from dinoseg.aerial.pipeline import run_aerial
 from dinoseg.aerial.reader import open_large_image
 from dinoseg.io import load_label_map
@@ -44,11 +44,7 @@ RECIPE = "linear+aug+bal1+s40+even"  # the default recipe (aerial/params.yaml)
 IGNORE = 255
 
 
-def stems(root: Path, parts: tuple[str, ...]) -> list[str]:
-    return sorted(p.stem for p in (root / "val" / "masks").glob("*.png") if p.stem.endswith(parts))
-
-
-def least_confident(root: Path, names: list[str], head: Path, photos: list[str], n: int,
+def review_boxes(root: Path, names: list[str], head: Path, photos: list[str], n: int,
                     work: Path) -> dict[str, list[list[int]]]:  # fmt: skip
     """``{stem: [[y0, x0, y1, x1], ...]}``: the ``n`` least confident tiles of each photo's map
     by ``head`` with the default map settings (as a map job offers them for review)."""
@@ -58,46 +54,37 @@ def least_confident(root: Path, names: list[str], head: Path, photos: list[str],
     for stem in photos:
         run_aerial(root / "val" / "images" / f"{stem}.jpg", None, names, cfg,
                    work / "maps" / stem, method=method)  # fmt: skip
-        ranked = sorted(method.tile_confidence, key=lambda t: t[1])[:n]  # type: ignore[attr-defined]
+        ranked = least_confident(method.tile_confidence, n)  # type: ignore[attr-defined]
         boxes[stem] = [list(box) for box, _ in ranked]
     return boxes
 
 
-def write_labels(root: Path, boxes: dict[str, list[list[int]]], labels: Path) -> None:
-    """The simulated annotator: each box's image and true mask, in the labels folder's layout."""
-    shutil.rmtree(labels, ignore_errors=True)
+def _folder(root: Path, out: Path, split: str) -> Path:
+    """An empty Dubai-layout folder ``out`` with ``root``'s classes; returns its split folder."""
+    shutil.rmtree(out, ignore_errors=True)
     for sub in ("images", "masks"):
-        (labels / "train" / sub).mkdir(parents=True)
-    shutil.copy(root / "classes.json", labels / "classes.json")
+        (out / split / sub).mkdir(parents=True)
+    shutil.copy(root / "classes.json", out / "classes.json")
+    return out / split
+
+
+def annotate(root: Path, boxes: dict[str, list[list[int]]], labels: Path, val: Path) -> None:
+    """The simulated annotator: each box's image and true mask in the labels folder's layout
+    (``labels/train``), and a val folder (``val/val``) of the same photos whose labelled boxes are
+    unlabelled (255)."""
+    train_dir, val_dir = _folder(root, labels, "train"), _folder(root, val, "val")
     for stem, tiles in boxes.items():
-        photo = open_large_image(root / "val" / "images" / f"{stem}.jpg")
+        image = root / "val" / "images" / f"{stem}.jpg"
+        photo = open_large_image(image)
         mask = load_label_map(root / "val" / "masks" / f"{stem}.png").astype(np.uint8)
         for y0, x0, y1, x1 in tiles:
             name = f"{stem}_{y0}_{x0}.png"
-            Image.fromarray(photo.read(y0, x0, y1, x1)).save(labels / "train" / "images" / name)
-            Image.fromarray(mask[y0:y1, x0:x1]).save(labels / "train" / "masks" / name)
-
-
-def masked_val(root: Path, boxes: dict[str, list[list[int]]], out: Path) -> None:
-    """A val folder of the same photos whose labelled boxes are unlabelled (255)."""
-    shutil.rmtree(out, ignore_errors=True)
-    (out / "val" / "images").mkdir(parents=True)
-    (out / "val" / "masks").mkdir(parents=True)
-    shutil.copy(root / "classes.json", out / "classes.json")
-    for stem, tiles in boxes.items():
-        (out / "val" / "images" / f"{stem}.jpg").symlink_to(root / "val" / "images" / f"{stem}.jpg")
-        mask = load_label_map(root / "val" / "masks" / f"{stem}.png").astype(np.uint8)
-        for y0, x0, y1, x1 in tiles:
+            Image.fromarray(photo.read(y0, x0, y1, x1)).save(train_dir / "images" / name)
+            Image.fromarray(mask[y0:y1, x0:x1]).save(train_dir / "masks" / name)
+        for y0, x0, y1, x1 in tiles:  # after every crop is saved: the boxes overlap
             mask[y0:y1, x0:x1] = IGNORE
-        Image.fromarray(mask).save(out / "val" / "masks" / f"{stem}.png")
-
-
-def score(head: Path, data: Path, report: Path, threads: int) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "dinoseg", "aerial", "eval", "--data", str(data), "--split", "val",
-           "--out", str(report), "--method", "head", "--model", str(head),
-           f"feature_cache={OUT / 'val_cache'}"]  # fmt: skip
-    _run(cmd, threads)
-    return dict(json.loads(report.read_text()))
+        (val_dir / "images" / image.name).symlink_to(image)
+        Image.fromarray(mask).save(val_dir / "masks" / f"{stem}.png")
 
 
 def line(tag: str, r: dict[str, Any]) -> str:
@@ -120,24 +107,27 @@ def main() -> None:
     args = ap.parse_args()
     args.out = OUT
     names = list(json.loads((args.data / "classes.json").read_text())["classes"].values())
-    photos = stems(args.data, SUBSET if args.images == "subset" else GATE)
+    photos = val_stems(args.data, SUBSET if args.images == "subset" else GATE)
     suffix = "" if args.images == "subset" else "@gate"
     for seed in args.seeds:
         base = RECIPE + (f"+seed{seed}" if seed else "")
         head = train(base, VARIANTS[base], args)
         work = OUT / "loop" / f"{base}{suffix}"
         for n in args.tiles:
-            boxes = least_confident(args.data, names, head, photos, n, work)
+            boxes = review_boxes(args.data, names, head, photos, n, work)
             labels, val = work / f"labels{n}", work / f"val{n}"
-            write_labels(args.data, boxes, labels)
-            masked_val(args.data, boxes, val)
+            annotate(args.data, boxes, labels, val)
             (work / f"boxes{n}.json").write_text(json.dumps(boxes))
             kind = "" if args.kind == "linear" else f"-{args.kind}"
             loop = train(f"{base}+loop{n}{kind}{suffix}", {**VARIANTS[base], "kind": args.kind},
                          args, extra=(f"{labels}:train",))  # fmt: skip
+            # scored by aerial_heads.evaluate on the masked folder, with the map's defaults
+            masked = argparse.Namespace(**{**vars(args), "data": val, "images": "all"})
             for tag, model in (("before", head), (f"after {n} tiles{kind}", loop)):
-                name = f"report{n}-{tag.split()[0]}{kind if model == loop else ''}.json"
-                r = score(model, val, work / name, args.threads)
+                report = f"loop-{model.name}-on{n}{suffix}"
+                flags = ["--method", "head", "--model", str(model),
+                         f"feature_cache={OUT / 'val_cache'}"]  # fmt: skip
+                r = evaluate(report, flags, masked)
                 print(line(f"seed {seed}, {n} tile(s) per photo labelled, {tag}", r), flush=True)
 
 

@@ -118,10 +118,11 @@ def review_tiles(image: Path, out: Path, method: Any, model: str,
     import numpy as np
     from PIL import Image
 
+    from dinoseg.aerial.methods.head import least_confident
     from dinoseg.aerial.reader import open_large_image
     from serving.uploads import png_bytes, store_bytes
 
-    scored = sorted(getattr(method, "tile_confidence", []), key=lambda t: t[1])[:n]
+    scored = least_confident(getattr(method, "tile_confidence", []), n)
     if not scored:
         return []
     source = open_large_image(image)

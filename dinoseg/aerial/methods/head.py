@@ -55,6 +55,8 @@ FINE_SCALES = (1.0, 1.5)
 #: the range of test-time scales accepted (relative to the head's own); at 2x a 518 px tile is
 #: encoded at 1036 px, whose attention takes up to about 0.7 GB per tile (it grows as scale**4)
 SCALE_RANGE = (0.25, 2.0)
+#: a tile's place in the photo: (y0, x0, y1, x1) px
+Box = tuple[int, int, int, int]
 #: (quarter turns, mirror left-right) of each test-time view, in the order they are added
 ORIENTATIONS = ((0, False), (0, True), (2, True), (2, False), (1, False), (3, False), (1, True),
                 (3, True))
@@ -79,6 +81,12 @@ def _tile_key(tile: np.ndarray) -> bytes:
     digest = hashlib.blake2b(tile.tobytes(), digest_size=16)
     digest.update(repr(tile.shape).encode())
     return digest.digest()
+
+
+def least_confident(scored: Sequence[tuple[Box, float]], n: int) -> list[tuple[Box, float]]:
+    """The ``n`` least confident of ``(box, confidence)`` tiles (:attr:`HeadMethod
+    .tile_confidence`), least first: the tiles a map offers annotators for review."""
+    return sorted(scored, key=lambda t: t[1])[:n]
 
 
 def check_views(views: int, name: str = "views") -> None:
@@ -187,7 +195,7 @@ class HeadMethod(AerialMethod):
         return {} if self.adaptation is None else {"adaptation": self.adaptation.as_dict()}
 
     @property
-    def tile_confidence(self) -> list[tuple[tuple[int, int, int, int], float]]:
+    def tile_confidence(self) -> list[tuple[Box, float]]:
         """``((y0, x0, y1, x1), confidence)`` of every tile of the last photo segmented."""
         return list(zip(self._boxes, self._confidence, strict=False))
 
