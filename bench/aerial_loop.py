@@ -11,13 +11,16 @@ for the next ``dvc repro aerial/dvc.yaml``. Here the annotator is simulated by t
 3. train the default recipe (``--kind mlp``: with an MLP head) on the train images + those
    tiles (``NAME+loopN`` heads);
 4. score the new head and the old one on the same photos **outside the labelled tiles** (their
-   pixels count as unlabelled), so what is reported is what the labels taught elsewhere.
+   pixels count as unlabelled), so what is reported is what the labels taught elsewhere; or,
+   with ``--score gate|subset``, on other whole photos of the same scenes (does a reviewed tile
+   teach the scene's other photos?).
 
 Nothing here chooses anything; it measures what one round of the loop buys on the photos the
 annotators saw. Defaults: the reported val images (parts 001/005/009), the default recipe's
 bench variant; heads and reports in runs/aerial_heads/ beside bench/aerial_heads.py's.
 
-    python bench/aerial_loop.py [--tiles 1 3] [--seeds 0] [--images subset|gate] [--threads 2]
+    python bench/aerial_loop.py [--tiles 1 3] [--seeds 0] [--images subset|gate|other]
+        [--score rest|subset|gate] [--kind linear mlp] [--threads 2]
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 
 import numpy as np
 from aerial_compare import DATA, SUBSET, val_stems
-from aerial_heads import GATE, OUT, VARIANTS, evaluate, train
+from aerial_heads import GATE, OUT, SCENE_PARTS, VARIANTS, evaluate, train
 from PIL import Image
 
 from dinoseg.aerial.build import build_method
@@ -42,6 +45,8 @@ from dinoseg.io import load_label_map
 
 RECIPE = "linear+aug+bal1+s40+even"  # the default recipe (aerial/params.yaml)
 IGNORE = 255
+#: the photos the annotator labels (``--images``)
+PHOTOS = {"subset": SUBSET, "gate": GATE, "other": tuple(f"part_{p}" for p in SCENE_PARTS)}
 
 
 def review_boxes(root: Path, names: list[str], head: Path, photos: list[str], n: int,
@@ -93,13 +98,29 @@ def line(tag: str, r: dict[str, Any]) -> str:
             f" | water FPR {r['safety']['hazard_fpr']['water']:.1f}")
 
 
+def score(n: int, suffix: str, models: list[tuple[str, Path]], val: Path,
+          args: argparse.Namespace) -> None:
+    """Print each model's figures: on ``val`` (the labelled photos outside their tiles) for
+    ``--score rest``, else on the real data's whole ``--score`` photos."""
+    where = "" if args.score == "rest" else f"@{args.score}"
+    rest = args.score == "rest"
+    scored = argparse.Namespace(**{**vars(args), "data": val if rest else args.data,
+                                   "images": "all" if rest else args.score})
+    for tag, model in models:
+        flags = ["--method", "head", "--model", str(model), f"feature_cache={OUT / 'val_cache'}"]
+        r = evaluate(f"loop-{model.name}-on{n}{suffix}{where}", flags, scored)
+        print(line(f"{model.name}, {n} tile(s) per photo labelled, {tag}{where}", r), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tiles", type=int, nargs="+", default=[1, 3], help="tiles labelled per photo")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--images", choices=("subset", "gate"), default="subset")
-    ap.add_argument("--kind", choices=("linear", "mlp"), default="linear",
-                    help="the retrained head (aerial/params.yaml recommends mlp once labels of "
+    ap.add_argument("--images", choices=tuple(PHOTOS), default="subset", help="photos labelled")
+    ap.add_argument("--score", choices=("rest", "subset", "gate"), default="rest",
+                    help="photos scored: the labelled ones outside their tiles, or other ones")
+    ap.add_argument("--kind", choices=("linear", "mlp"), nargs="+", default=["linear"],
+                    help="the retrained heads (aerial/params.yaml recommends mlp once labels of "
                          "the mapped scenes are in the data)")
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--threads", type=int, default=2)
@@ -107,8 +128,8 @@ def main() -> None:
     args = ap.parse_args()
     args.out = OUT
     names = list(json.loads((args.data / "classes.json").read_text())["classes"].values())
-    photos = val_stems(args.data, SUBSET if args.images == "subset" else GATE)
-    suffix = "" if args.images == "subset" else "@gate"
+    photos = val_stems(args.data, PHOTOS[args.images])
+    suffix = "" if args.images == "subset" else f"@{args.images}"
     for seed in args.seeds:
         base = RECIPE + (f"+seed{seed}" if seed else "")
         head = train(base, VARIANTS[base], args)
@@ -118,17 +139,13 @@ def main() -> None:
             labels, val = work / f"labels{n}", work / f"val{n}"
             annotate(args.data, boxes, labels, val)
             (work / f"boxes{n}.json").write_text(json.dumps(boxes))
-            kind = "" if args.kind == "linear" else f"-{args.kind}"
-            loop = train(f"{base}+loop{n}{kind}{suffix}", {**VARIANTS[base], "kind": args.kind},
-                         args, extra=(f"{labels}:train",))  # fmt: skip
-            # scored by aerial_heads.evaluate on the masked folder, with the map's defaults
-            masked = argparse.Namespace(**{**vars(args), "data": val, "images": "all"})
-            for tag, model in (("before", head), (f"after {n} tiles{kind}", loop)):
-                report = f"loop-{model.name}-on{n}{suffix}"
-                flags = ["--method", "head", "--model", str(model),
-                         f"feature_cache={OUT / 'val_cache'}"]  # fmt: skip
-                r = evaluate(report, flags, masked)
-                print(line(f"seed {seed}, {n} tile(s) per photo labelled, {tag}", r), flush=True)
+            models = [("before", head)]
+            for k in args.kind:
+                kind = "" if k == "linear" else f"-{k}"
+                models.append((f"after{kind}", train(
+                    f"{base}+loop{n}{kind}{suffix}", {**VARIANTS[base], "kind": k}, args,
+                    extra=(f"{labels}:train",))))  # fmt: skip
+            score(n, suffix, models, val, args)
 
 
 if __name__ == "__main__":
