@@ -3,7 +3,8 @@
 Reads ``aerial/params.yaml`` section ``aerial_train`` (every
 :class:`~dinoseg.aerial.train.AerialTrainConfig` field) and ``aerial_review.labels_dir``: the
 annotators' aerial tile labels (default ``data/aerial_labels``), appended to ``data`` as the
-last, winning source once it holds a ``classes.json``. Writes ``pipeline/aerial/head/`` and
+last, winning source once it holds a ``classes.json``, the head then of kind
+``aerial_review.retrain_kind``. Writes ``pipeline/aerial/head/`` and
 ``metrics/aerial_train.json``; the head goes to the stage's MLflow run as ``head``.
 """
 
@@ -21,19 +22,31 @@ from mlops.aerial_common import HEAD, LABELS, METRICS, section, use_run_id
 from mlops.pipeline import stage_main
 
 log = logging.getLogger("mlops.aerial_train")
+#: the head kind once annotators' labels are in (``aerial_review.retrain_kind``; docs/aerial.md)
+RETRAIN_KIND = "mlp"
 
 
-def config(params: dict[str, Any] | None = None, labels: Path | None = None
+def config(params: dict[str, Any] | None = None, review: dict[str, Any] | None = None
            ) -> AerialTrainConfig:  # fmt: skip
-    """The stage's config: the section, the labels folder wired in, a persistent cache."""
+    """The stage's config from the ``aerial_train`` and ``aerial_review`` sections (read from
+    aerial/params.yaml when not given): the labels folder wired in, a persistent cache.
+
+    Once the labels folder holds annotators' tiles (labels of the scenes being mapped), the head
+    kind is ``aerial_review.retrain_kind`` (``mlp``: it learns them without losing the base
+    scenes, where a linear head must split one boundary between both; ``""`` keeps
+    ``aerial_train.kind``); the head's ``resolved_config.json`` records the kind trained.
+    """
     params = dict(section("aerial_train") if params is None else params)
-    if labels is None:
-        labels = Path(str(section("aerial_review").get("labels_dir", LABELS)))
+    review = section("aerial_review") if review is None else review
+    labels = Path(str(review.get("labels_dir", LABELS)))
     data = [str(d) for d in params.pop("data", AerialTrainConfig.data)]
+    wired: dict[str, Any] = {}
     if (labels / "classes.json").is_file():
         data.append(f"{labels}:train")
-    wired = {"data": data,
-             "feature_cache": params.pop("feature_cache", "") or str(cache_dir("aerial-features"))}
+        if review.get("retrain_kind", RETRAIN_KIND):
+            wired["kind"] = review.get("retrain_kind", RETRAIN_KIND)
+    wired.update(data=data, feature_cache=params.pop("feature_cache", "")
+                 or str(cache_dir("aerial-features")))  # fmt: skip
     return resolve(AerialTrainConfig, params, wired)
 
 

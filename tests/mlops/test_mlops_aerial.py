@@ -71,14 +71,18 @@ def test_aerial_stages_match_the_code_and_params():
     assert review.labels_dir == str(ac.LABELS) and ac.MODEL_NAME == "dinoseg-aerial-head"
 
 
-def test_the_stage_appends_the_annotators_labels(tmp_path):
+def test_the_stage_appends_the_annotators_labels_and_retrains_their_kind(tmp_path):
     from mlops.aerial_train import config
 
     labels = tmp_path / "labels"
-    assert config({"data": ["base:train"]}, labels).data == ("base:train",)  # none yet
+    review = {"labels_dir": str(labels), "retrain_kind": "mlp"}
+    base = {"data": ["base:train"], "kind": "linear"}
+    cfg = config(base, review)  # none yet
+    assert cfg.data == ("base:train",) and cfg.kind == "linear"
     write_city_folder(labels)
-    cfg = config({"data": ["base:train"], "steps": 5}, labels)
-    assert cfg.data == ("base:train", f"{labels}:train") and cfg.steps == 5
+    cfg = config({**base, "steps": 5}, review)
+    assert cfg.data == ("base:train", f"{labels}:train") and cfg.steps == 5 and cfg.kind == "mlp"
+    assert config(base, {**review, "retrain_kind": ""}).kind == "linear"  # "" keeps its kind
 
 
 @pytest.fixture(scope="module")

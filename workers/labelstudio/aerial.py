@@ -42,6 +42,8 @@ class AerialReviewConfig:
 
     labels_dir: str = "data/aerial_labels"
     project_title: str = "dinoseg aerial review"
+    # the head kind aerial_train trains once labels_dir holds tiles ("" = aerial_train.kind)
+    retrain_kind: str = "mlp"
 
     @classmethod
     def load(cls, params: Path = PARAMS) -> AerialReviewConfig:
