@@ -92,9 +92,12 @@ def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 def beat_schedule(sync_seconds: float, outbox_seconds: float) -> dict[str, Any]:
-    """Periodic annotation pull and outbox delivery (``celery -A workers.app beat``)."""
+    """Periodic annotation pulls (segment reviews, aerial tiles) and outbox delivery (``celery
+    -A workers.app beat``)."""
     return {
         "sync-annotations": {"task": "dinoseg.sync_annotations", "schedule": sync_seconds},
+        "sync-aerial-annotations": {"task": "dinoseg.sync_aerial_annotations",
+                                    "schedule": sync_seconds},
         "flush-outbox": {"task": "dinoseg.flush_outbox", "schedule": outbox_seconds},
     }
 

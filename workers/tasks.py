@@ -8,8 +8,8 @@ Names and payloads are the contract with the web app (JSON only):
 - ``dinoseg.aerial(request)`` -> ``{"id", "out", "map", "glb", "files", "stats", "review",
   "review_queue"}`` (:func:`serving.aerial.run_aerial_job`; a head's uncertain tiles go to the
   aerial review project: :mod:`workers.labelstudio.aerial`)
-- ``dinoseg.sync_aerial_annotations()`` -> ``{"labels", "skipped"}`` (annotated aerial tiles ->
-  ``data/aerial_labels``, the aerial pipeline's labels)
+- ``dinoseg.sync_aerial_annotations()`` -> ``{"labels", "changed", "skipped"}`` (periodic;
+  annotated aerial tiles -> ``data/aerial_labels``, the aerial pipeline's labels)
 - ``dinoseg.queue_for_review(result_id)`` -> ``{"status", "task_id", "key"}``; status is
   ``queued``, ``outbox`` (Label Studio down: delivered later) or ``duplicate``
 - ``dinoseg.deliver_review(key)`` -> ``{"status", "task_id"}`` (one outbox item)
@@ -159,7 +159,7 @@ def sync_aerial_annotations() -> dict[str, Any]:
     try:
         return sync_tiles(AerialReviewConfig.load())
     except ls.Unavailable as e:
-        return {"labels": 0, "skipped": [], "error": str(e)}
+        return {"labels": 0, "changed": 0, "skipped": [], "error": str(e)}
 
 
 @app.task(name="dinoseg.queue_for_review", base=ProcessTask, bind=True, soft_time_limit=60,

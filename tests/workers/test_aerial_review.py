@@ -77,9 +77,13 @@ def test_annotated_tiles_become_training_labels(config, stack_env, labelstudio, 
     results = [mask_to_result(drawn == 0, "land"), mask_to_result(drawn == 4, "road")]
     labelstudio.client().annotations.create(id=task_id, result=results)
     report = sync_tiles(config)
-    assert report["labels"] >= 1, report["skipped"]
+    assert report["labels"] >= 1 and report["changed"] >= 1, report["skipped"]
     root = Path(config.labels_dir)
     stem = Path(tiles[0]["image"]).stem[:16]
+    written = {p: p.stat().st_mtime_ns for p in root.rglob("*.png")}
+    again = sync_tiles(config)  # the periodic sync: nothing new, nothing rewritten
+    assert again["labels"] == report["labels"] and again["changed"] == 0
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*.png")} == written
     np.testing.assert_array_equal(np.asarray(Image.open(root / "train/masks" / f"{stem}.png")),
                                   drawn)  # fmt: skip
     np.testing.assert_array_equal(np.asarray(Image.open(root / "train/images" / f"{stem}.png")),

@@ -248,3 +248,16 @@ def test_embedded_broker_is_consumed_with_a_short_poll(tmp_path) -> None:
         assert conn.SimpleQueue("probe").get(timeout=5).payload == {"n": 1}
     redis = make_app({**env, "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"}).conf
     assert redis.broker_url == "redis://127.0.0.1:6379/0" and not redis.broker_transport
+
+
+def test_beat_pulls_both_review_projects_and_flushes_the_outbox() -> None:
+    """Every periodic entry names a task the worker has: segment reviews and the annotators'
+    aerial tiles are both pulled on the review period, so labels reach the pipelines unasked."""
+    import workers.tasks  # noqa: F401  (registers the tasks on the app)
+    from workers.app import app, beat_schedule
+
+    schedule = beat_schedule(60.0, 30.0)
+    assert {e["task"] for e in schedule.values()} == {
+        "dinoseg.sync_annotations", "dinoseg.sync_aerial_annotations", "dinoseg.flush_outbox"}
+    assert all(e["task"] in app.tasks for e in schedule.values())
+    assert schedule["sync-aerial-annotations"]["schedule"] == 60.0

@@ -16,9 +16,9 @@ the map's classes, 255 where no region covers) and ``labels_dir/classes.json``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +95,15 @@ def _write_atomic(write: Callable[[Path], object], dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+def _write_changed(data: bytes, dst: Path) -> bool:
+    """Write ``data`` to ``dst`` atomically unless it already holds them; True if written (a
+    periodic sync leaves unchanged labels, and their times, alone)."""
+    if dst.is_file() and dst.read_bytes() == data:
+        return False
+    _write_atomic(lambda p: p.write_bytes(data), dst)
+    return True
+
+
 def _classes_json(root: Path, names: list[str]) -> None:
     """Write ``classes.json`` once; a folder naming other classes is refused."""
     path = root / "classes.json"
@@ -106,8 +115,10 @@ def _classes_json(root: Path, names: list[str]) -> None:
     _write_atomic(lambda p: p.write_text(json.dumps(data, indent=1)), path)
 
 
-def write_tile_label(root: Path, task: dict[str, Any], results: list[dict[str, Any]]) -> str:
-    """One annotated tile into ``root`` (see the module docstring); returns its stem."""
+def write_tile_label(root: Path, task: dict[str, Any], results: list[dict[str, Any]]
+                     ) -> tuple[str, bool]:  # fmt: skip
+    """One annotated tile into ``root`` (see the module docstring); returns its stem and whether
+    its files changed (False when the same label was synced before)."""
     data = task["data"]
     uploads = runtime.uploads_dir().resolve()
     image = Path(str(data.get("dinoseg_query") or "")).resolve()
@@ -125,23 +136,25 @@ def write_tile_label(root: Path, task: dict[str, Any], results: list[dict[str, A
         (root / sub).mkdir(parents=True, exist_ok=True)
     _classes_json(root, names)
     stem = image.stem[:16]
-    _write_atomic(lambda p: shutil.copyfile(image, p), root / "train/images" / f"{stem}.png")
-    _write_atomic(lambda p: Image.fromarray(labels.astype(np.uint8)).save(p, format="PNG"),
-                  root / "train/masks" / f"{stem}.png")  # fmt: skip
-    return stem
+    mask = io.BytesIO()
+    Image.fromarray(labels.astype(np.uint8)).save(mask, format="PNG")
+    changed = _write_changed(image.read_bytes(), root / "train/images" / f"{stem}.png")
+    changed = _write_changed(mask.getvalue(), root / "train/masks" / f"{stem}.png") or changed
+    return stem, changed
 
 
 def sync_tiles(cfg: AerialReviewConfig, connect: Callable[[], Any] = ls.connect
                ) -> dict[str, Any]:  # fmt: skip
     """Every annotated task of the aerial project into ``labels_dir`` (the latest submitted
-    annotation wins); ``{"labels", "skipped"}``."""
+    annotation wins); ``{"labels", "changed", "skipped"}``: tiles labelled, tiles whose label
+    was new or changed since the last sync, one line per task not written."""
     client = connect()
     project = ls.find_project(client, cfg.project_title)
     if project is None:
-        return {"labels": 0, "skipped": []}
+        return {"labels": 0, "changed": 0, "skipped": []}
     tasks = ls.call(lambda: list(client.tasks.list(project=project, only_annotated=True,
                                                    fields="all")))  # fmt: skip
-    written, skipped = 0, []
+    written, changed, skipped = 0, 0, []
     for t in tasks:
         task = t.dict() if hasattr(t, "dict") else dict(t)
         done = [a if isinstance(a, dict) else a.dict() for a in task.get("annotations") or []]
@@ -150,8 +163,8 @@ def sync_tiles(cfg: AerialReviewConfig, connect: Callable[[], Any] = ls.connect
             continue
         latest = max(done, key=lambda a: (a.get("updated_at") or "", a["id"]))
         try:
-            write_tile_label(Path(cfg.labels_dir), task, latest["result"])
+            changed += write_tile_label(Path(cfg.labels_dir), task, latest["result"])[1]
             written += 1
         except InputError as e:
             skipped.append(str(e))
-    return {"labels": written, "skipped": skipped}
+    return {"labels": written, "changed": changed, "skipped": skipped}
