@@ -1,4 +1,5 @@
-"""``retrain``: ``dvc repro`` in the project, one at a time (an exclusive file lock).
+"""``retrain``: ``dvc repro`` in the project, one at a time (an exclusive file lock): the
+segmenter's pipeline (``dvc.yaml``) or the aerial head's (``aerial/dvc.yaml``).
 
 A second retrain waits for the lock (up to ``wait`` seconds) and then runs: it sees the labels
 that arrived during the first one, and ``dvc repro`` is a no-op when nothing changed. The full
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dinoseg import runtime
+from dinoseg.io import InputError
 
 TAIL = 2000
 
@@ -33,6 +35,17 @@ def _dvc() -> str:
     """The ``dvc`` next to this interpreter, else the one on PATH."""
     local = Path(sys.executable).with_name("dvc")
     return str(local) if local.is_file() else (shutil.which("dvc") or "dvc")
+
+
+#: the pipelines a retrain may run: name -> ``dvc repro`` arguments
+PIPELINES = {"segmenter": (), "aerial": ("aerial/dvc.yaml",)}
+
+
+def repro_command(pipeline: str) -> list[str]:
+    """``dvc repro`` of one of :data:`PIPELINES` (anything else: :class:`InputError`)."""
+    if pipeline not in PIPELINES:
+        raise InputError(f"retrain: unknown pipeline {pipeline!r}; use one of {list(PIPELINES)}")
+    return [_dvc(), "repro", *PIPELINES[pipeline]]
 
 
 def _acquire(f: Any, wait: float) -> bool:

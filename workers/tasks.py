@@ -8,14 +8,16 @@ Names and payloads are the contract with the web app (JSON only):
 - ``dinoseg.aerial(request)`` -> ``{"id", "out", "map", "glb", "files", "stats", "review",
   "review_queue"}`` (:func:`serving.aerial.run_aerial_job`; a head's uncertain tiles go to the
   aerial review project: :mod:`workers.labelstudio.aerial`)
-- ``dinoseg.sync_aerial_annotations()`` -> ``{"labels", "changed", "skipped"}`` (periodic;
-  annotated aerial tiles -> ``data/aerial_labels``, the aerial pipeline's labels)
+- ``dinoseg.sync_aerial_annotations()`` -> ``{"labels", "changed", "skipped",
+  "retrain_queued"}`` (periodic; annotated aerial tiles -> ``data/aerial_labels``, the aerial
+  pipeline's labels; ``aerial_review.retrain_after`` changed labels queue an aerial retrain)
 - ``dinoseg.queue_for_review(result_id)`` -> ``{"status", "task_id", "key"}``; status is
   ``queued``, ``outbox`` (Label Studio down: delivered later) or ``duplicate``
 - ``dinoseg.deliver_review(key)`` -> ``{"status", "task_id"}`` (one outbox item)
 - ``dinoseg.flush_outbox()`` -> ``{"delivered", "pending"}`` (periodic)
 - ``dinoseg.sync_annotations()`` -> ``{"new_labels", "retrain_queued", "skipped"}`` (periodic)
-- ``dinoseg.retrain()`` -> ``{"returncode", "seconds", ...}`` (``dvc repro``, one at a time)
+- ``dinoseg.retrain(pipeline="segmenter"|"aerial")`` -> ``{"pipeline", "returncode", "seconds",
+  ...}`` (``dvc repro`` / ``dvc repro aerial/dvc.yaml``, one at a time)
 - ``dinoseg.status()`` -> ``{"model_version", "memory", "review_queue_depth", "outbox_depth",
   "refused_annotations", "refused_reasons", "label_studio_url"}``
 
@@ -57,6 +59,8 @@ WARM_IMPORTS = (
 #: the least time between two published progress states of one task (seconds)
 PROGRESS_SECONDS = 0.3
 TRANSIENT = (TransientError, sqlite3.OperationalError, ConnectionError)
+#: the outbox counter of new or edited aerial tile labels since the last aerial retrain
+AERIAL_COUNTER = "aerial_labels_since_retrain"
 RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 60,
          "retry_jitter": True, "max_retries": 5}  # fmt: skip
 
@@ -152,14 +156,22 @@ def _queue_aerial(tiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{"status": "not sent", "error": str(e)}]
 
 
-@app.task(name="dinoseg.sync_aerial_annotations", soft_time_limit=540, time_limit=600)
-def sync_aerial_annotations() -> dict[str, Any]:
+@app.task(name="dinoseg.sync_aerial_annotations", base=ProcessTask, bind=True,
+          soft_time_limit=540, time_limit=600)  # fmt: skip
+def sync_aerial_annotations(self: ProcessTask) -> dict[str, Any]:
     from workers.labelstudio.aerial import AerialReviewConfig, sync_tiles
 
+    cfg = AerialReviewConfig.load()
     try:
-        return sync_tiles(AerialReviewConfig.load())
+        report = sync_tiles(cfg)
     except ls.Unavailable as e:
-        return {"labels": 0, "changed": 0, "skipped": [], "error": str(e)}
+        return {"labels": 0, "changed": 0, "skipped": [], "retrain_queued": False,
+                "error": str(e)}  # fmt: skip
+    self.outbox.count(report["changed"], AERIAL_COUNTER)
+    queued = cfg.retrain_after > 0 and self.outbox.take_retrain(cfg.retrain_after, AERIAL_COUNTER)
+    if queued:
+        retrain.delay("aerial")
+    return {**report, "retrain_queued": queued}
 
 
 @app.task(name="dinoseg.queue_for_review", base=ProcessTask, bind=True, soft_time_limit=60,
@@ -199,10 +211,12 @@ def sync_annotations(self: ProcessTask) -> dict[str, Any]:
 
 @app.task(name="dinoseg.retrain", acks_late=False, soft_time_limit=6 * 3600 - 60,
           time_limit=6 * 3600)  # fmt: skip
-def retrain() -> dict[str, Any]:
-    from workers.retrain import run_retrain
+def retrain(pipeline: str = "segmenter") -> dict[str, Any]:
+    from workers.retrain import repro_command, run_retrain
 
-    return run_retrain(wait=3 * 3600, timeout=6 * 3600 - 120)
+    command = repro_command(pipeline)  # an unknown pipeline: InputError, nothing run
+    return {"pipeline": pipeline,
+            **run_retrain(command=command, wait=3 * 3600, timeout=6 * 3600 - 120)}  # fmt: skip
 
 
 @app.task(name="dinoseg.status", base=ProcessTask, bind=True, soft_time_limit=30, time_limit=60)

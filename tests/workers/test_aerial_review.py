@@ -102,3 +102,33 @@ def test_a_task_naming_a_file_outside_the_uploads_is_refused(config, stack_env, 
     with pytest.raises(Exception, match="not in the uploads folder"):
         write_tile_label(tmp_path / "labels", {"id": 1, **task}, [])
     assert not (tmp_path / "labels").exists()
+
+
+def test_the_periodic_sync_queues_an_aerial_retrain_after_enough_new_labels(
+        config, stack_env, labelstudio, tmp_path, monkeypatch):  # fmt: skip
+    """``dinoseg.sync_aerial_annotations`` (what beat runs) counts new or edited tile labels
+    and queues ``dinoseg.retrain("aerial")`` once ``retrain_after`` of them came in."""
+    from dataclasses import replace
+
+    import workers.tasks as tasks
+    from workers.labelstudio.outbox import Outbox
+
+    settings = {"cfg": replace(config, retrain_after=0)}  # 0: never by itself
+    monkeypatch.setattr(AerialReviewConfig, "load", classmethod(lambda cls, *a: settings["cfg"]))
+    queued: list[tuple] = []
+    monkeypatch.setattr(tasks.retrain, "delay", lambda *a: queued.append(a))
+    sent = queue_tiles(_job_output(stack_env, tmp_path), config)
+    assert not tasks.sync_aerial_annotations()["retrain_queued"]  # earlier tests' labels
+    monkeypatch.setattr(tasks.ProcessTask, "_outbox", Outbox(tmp_path / "outbox.sqlite"))
+    settings["cfg"] = replace(config, retrain_after=2)
+    client = labelstudio.client()
+    replies = []
+    for s, cls in zip(sent, ("land", "water"), strict=True):
+        drawn = np.zeros((64, 64), bool)
+        drawn[:16] = True
+        client.annotations.create(id=s["task_id"], result=[mask_to_result(drawn, cls)])
+        replies.append(tasks.sync_aerial_annotations())
+    assert [(r["changed"], r["retrain_queued"]) for r in replies] == [(1, False), (1, True)]
+    assert queued == [("aerial",)]
+    again = tasks.sync_aerial_annotations()  # nothing new: the counter starts again
+    assert again["changed"] == 0 and not again["retrain_queued"] and len(queued) == 1

@@ -76,6 +76,11 @@ def test_outbox_keys_claims_and_counters(tmp_path) -> None:
     assert not box.take_retrain(2)
     box.record_label(8, 43, "t1", "stem2")
     assert box.take_retrain(2) and not box.take_retrain(2)  # the counter was reset
+    box.count(2, "aerial_labels_since_retrain")  # aerial tiles count apart
+    assert not box.take_retrain(3, "aerial_labels_since_retrain") and not box.take_retrain(1)
+    box.count(1, "aerial_labels_since_retrain")
+    assert box.take_retrain(3, "aerial_labels_since_retrain")
+    assert not box.take_retrain(1, "aerial_labels_since_retrain")
 
 
 def test_outbox_claims_are_exclusive_across_threads(tmp_path) -> None:

@@ -8,7 +8,10 @@ import sys
 import threading
 from pathlib import Path
 
-from workers.retrain import _dvc, run_retrain
+import pytest
+
+from dinoseg.io import InputError
+from workers.retrain import _dvc, repro_command, run_retrain
 
 DVC_YAML = """stages:
   count:
@@ -62,3 +65,21 @@ def test_lock_held_elsewhere_gives_up_after_wait(tmp_path: Path, monkeypatch) ->
         fcntl.flock(held, fcntl.LOCK_EX)
         reply = run_retrain(tmp_path, command=[sys.executable, "-c", "pass"], wait=0.0)
     assert reply["returncode"] is None and "lock" in reply["tail"]
+
+
+def test_the_aerial_retrain_runs_the_aerial_pipeline_only(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("DINOSEG_HOME", str(tmp_path / "home"))
+    project = tmp_path / "project"
+    (project / "labels").mkdir(parents=True)
+    (project / "aerial").mkdir()
+    (project / "labels" / "a.png").write_bytes(b"x")
+    subprocess.run([_dvc(), "init", "--no-scm", "-q"], cwd=project, check=True, timeout=120)
+    (project / "dvc.yaml").write_text(DVC_YAML)
+    (project / "aerial" / "dvc.yaml").write_text(DVC_YAML.replace(
+        "  count:", "  aerial_count:\n    wdir: ..").replace("out.txt", "aerial_out.txt"))
+    reply = run_retrain(project, command=repro_command("aerial"), timeout=300)
+    assert reply["returncode"] == 0, reply["tail"]
+    assert (project / "aerial_out.txt").read_text() == "1" and not (project / "out.txt").exists()
+    assert repro_command("segmenter")[1:] == ["repro"]
+    with pytest.raises(InputError, match="unknown pipeline 'x'"):
+        repro_command("x")

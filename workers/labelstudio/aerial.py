@@ -44,6 +44,8 @@ class AerialReviewConfig:
     project_title: str = "dinoseg aerial review"
     # the head kind aerial_train trains once labels_dir holds tiles ("" = aerial_train.kind)
     retrain_kind: str = "mlp"
+    # new or edited tile labels that queue `dvc repro aerial/dvc.yaml` (0 = never by itself)
+    retrain_after: int = 3
 
     @classmethod
     def load(cls, params: Path = PARAMS) -> AerialReviewConfig:

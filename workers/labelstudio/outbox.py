@@ -7,8 +7,9 @@ Delivery is claimed with a short lease so two workers never deliver the same ite
 
 ``labels``: annotations already written to ``data/labels/`` (annotation id + its update time).
 ``rejected``: annotations the sync refused (unknown class, no class, malformed), with why.
-``counters``: ``labels_since_retrain``. ``settings``: the model version the review project
-orders by (set by the newest item).
+``counters``: ``labels_since_retrain`` (segment reviews), ``aerial_labels_since_retrain`` (new or
+edited aerial tile labels, :mod:`workers.labelstudio.aerial`). ``settings``: the model version
+the review project orders by (set by the newest item).
 """
 
 from __future__ import annotations
@@ -195,15 +196,22 @@ class Outbox:
                 "DO UPDATE SET value = value + 1"
             )
 
-    def take_retrain(self, after: int) -> bool:
-        """Reset the label counter and return True when it reached ``after``."""
+    def count(self, n: int, counter: str) -> None:
+        """Add ``n`` labels to ``counter``."""
         with self._tx() as db:
-            row = db.execute(
-                "SELECT value FROM counters WHERE name = 'labels_since_retrain'"
-            ).fetchone()
+            db.execute(
+                "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) "
+                "DO UPDATE SET value = value + excluded.value",
+                (counter, n),
+            )
+
+    def take_retrain(self, after: int, counter: str = "labels_since_retrain") -> bool:
+        """Reset ``counter`` and return True when it reached ``after``."""
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM counters WHERE name = ?", (counter,)).fetchone()
             if row is None or row[0] < after:
                 return False
-            db.execute("UPDATE counters SET value = 0 WHERE name = 'labels_since_retrain'")
+            db.execute("UPDATE counters SET value = 0 WHERE name = ?", (counter,))
             return True
 
     def newest_version(self, version: str, created: float) -> bool:
