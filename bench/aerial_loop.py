@@ -102,8 +102,8 @@ def score(n: int, suffix: str, models: list[tuple[str, Path]], val: Path,
           args: argparse.Namespace) -> None:
     """Print each model's figures: on ``val`` (the labelled photos outside their tiles) for
     ``--score rest``, else on the real data's whole ``--score`` photos."""
-    where = "" if args.score == "rest" else f"@{args.score}"
     rest = args.score == "rest"
+    where = "" if rest else f"@{args.score}"
     scored = argparse.Namespace(**{**vars(args), "data": val if rest else args.data,
                                    "images": "all" if rest else args.score})
     for tag, model in models:

@@ -43,8 +43,9 @@ def config(params: dict[str, Any] | None = None, review: dict[str, Any] | None =
     wired: dict[str, Any] = {}
     if (labels / "classes.json").is_file():
         data.append(f"{labels}:train")
-        if review.get("retrain_kind", RETRAIN_KIND):
-            wired["kind"] = review.get("retrain_kind", RETRAIN_KIND)
+        kind = review.get("retrain_kind", RETRAIN_KIND)
+        if kind:
+            wired["kind"] = kind
     wired.update(data=data, feature_cache=params.pop("feature_cache", "")
                  or str(cache_dir("aerial-features")))  # fmt: skip
     return resolve(AerialTrainConfig, params, wired)

@@ -74,7 +74,7 @@ def run_retrain(
         when the lock could not be taken within ``wait`` seconds.
     """
     project = (project or Path.cwd()).resolve()
-    command = command or [_dvc(), "repro"]
+    command = command or repro_command("segmenter")
     lock_path = runtime.ensure(runtime.home()) / "retrain.lock"
     logs = runtime.ensure(runtime.logs_dir())
     t0 = time.monotonic()

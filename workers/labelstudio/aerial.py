@@ -16,7 +16,6 @@ the map's classes, 255 where no region covers) and ``labels_dir/classes.json``.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from PIL import Image
 
 from dinoseg import runtime
 from dinoseg.io import InputError, load_label_map
+from serving.uploads import png_bytes
 from workers.labelstudio import client as ls
 from workers.labelstudio.convert import annotation_to_label_map, mask_to_result
 
@@ -138,10 +138,9 @@ def write_tile_label(root: Path, task: dict[str, Any], results: list[dict[str, A
         (root / sub).mkdir(parents=True, exist_ok=True)
     _classes_json(root, names)
     stem = image.stem[:16]
-    mask = io.BytesIO()
-    Image.fromarray(labels.astype(np.uint8)).save(mask, format="PNG")
+    mask = png_bytes(labels.astype(np.uint8))
     changed = _write_changed(image.read_bytes(), root / "train/images" / f"{stem}.png")
-    changed = _write_changed(mask.getvalue(), root / "train/masks" / f"{stem}.png") or changed
+    changed = _write_changed(mask, root / "train/masks" / f"{stem}.png") or changed
     return stem, changed
 
 

@@ -60,6 +60,15 @@ class Item:
     created: float = 0.0
 
 
+def _add(db: sqlite3.Connection, counter: str, n: int) -> None:
+    """Add ``n`` to ``counter`` inside the caller's transaction."""
+    db.execute(
+        "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) "
+        "DO UPDATE SET value = value + excluded.value",
+        (counter, n),
+    )
+
+
 class Outbox:
     """The outbox database; every method is one short transaction (safe across processes).
 
@@ -191,19 +200,12 @@ class Outbox:
                 "INSERT OR REPLACE INTO labels VALUES (?,?,?,?,?)",
                 (annotation_id, task_id, updated_at, stem, time.time()),
             )
-            db.execute(
-                "INSERT INTO counters VALUES ('labels_since_retrain', 1) ON CONFLICT(name) "
-                "DO UPDATE SET value = value + 1"
-            )
+            _add(db, "labels_since_retrain", 1)
 
     def count(self, n: int, counter: str) -> None:
         """Add ``n`` labels to ``counter``."""
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) "
-                "DO UPDATE SET value = value + excluded.value",
-                (counter, n),
-            )
+            _add(db, counter, n)
 
     def take_retrain(self, after: int, counter: str = "labels_since_retrain") -> bool:
         """Reset ``counter`` and return True when it reached ``after``."""
