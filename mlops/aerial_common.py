@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from mlops.pipeline import RUN_ENV, _tree_digest
+from serving.aerial_review import AerialReviewConfig
 
 AERIAL_DVC = Path("aerial/dvc.yaml")
 AERIAL_PARAMS = Path("aerial/params.yaml")
-LABELS = Path("data/aerial_labels")  # annotators' aerial tile labels (dataset folder format)
+LABELS = Path(AerialReviewConfig.labels_dir)  # annotators' aerial tile labels (default folder)
 HEAD = Path("pipeline/aerial/head")  # aerial_train: the head checkpoint directory
 EVAL = Path("pipeline/aerial/eval")  # aerial_evaluate: report.json (+ baseline.json)
 METRICS = Path("metrics")

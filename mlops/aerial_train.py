@@ -1,9 +1,10 @@
 """Stage ``aerial_train``: the supervised aerial head (:mod:`dinoseg.aerial.train`).
 
 Reads ``aerial/params.yaml`` section ``aerial_train`` (every
-:class:`~dinoseg.aerial.train.AerialTrainConfig` field) and ``aerial_review.labels_dir``: the
-annotators' aerial tile labels (default ``data/aerial_labels``), appended to ``data`` as the
-last, winning source once it holds a ``classes.json``, the head then of kind
+:class:`~dinoseg.aerial.train.AerialTrainConfig` field) and section ``aerial_review``
+(:class:`~serving.aerial_review.AerialReviewConfig`, which the workers read too):
+``labels_dir``, the annotators' aerial tile labels (default ``data/aerial_labels``), appended to
+``data`` as the last, winning source once it holds a ``classes.json``, the head then of kind
 ``aerial_review.retrain_kind``. Writes ``pipeline/aerial/head/`` and
 ``metrics/aerial_train.json``; the head goes to the stage's MLflow run as ``head``.
 """
@@ -18,12 +19,11 @@ from typing import Any
 from dinoseg.aerial.train import AerialTrainConfig
 from dinoseg.cache import cache_dir
 from dinoseg.config import resolve
-from mlops.aerial_common import HEAD, LABELS, METRICS, section, use_run_id
+from mlops.aerial_common import HEAD, METRICS, section, use_run_id
 from mlops.pipeline import stage_main
+from serving.aerial_review import AerialReviewConfig
 
 log = logging.getLogger("mlops.aerial_train")
-#: the head kind once annotators' labels are in (``aerial_review.retrain_kind``; docs/aerial.md)
-RETRAIN_KIND = "mlp"
 
 
 def config(params: dict[str, Any] | None = None, review: dict[str, Any] | None = None
@@ -37,15 +37,14 @@ def config(params: dict[str, Any] | None = None, review: dict[str, Any] | None =
     ``aerial_train.kind``); the head's ``resolved_config.json`` records the kind trained.
     """
     params = dict(section("aerial_train") if params is None else params)
-    review = section("aerial_review") if review is None else review
-    labels = Path(str(review.get("labels_dir", LABELS)))
+    loop = resolve(AerialReviewConfig, section("aerial_review") if review is None else review)
+    labels = Path(loop.labels_dir)
     data = [str(d) for d in params.pop("data", AerialTrainConfig.data)]
     wired: dict[str, Any] = {}
     if (labels / "classes.json").is_file():
         data.append(f"{labels}:train")
-        kind = review.get("retrain_kind", RETRAIN_KIND)
-        if kind:
-            wired["kind"] = kind
+        if loop.retrain_kind:
+            wired["kind"] = loop.retrain_kind
     wired.update(data=data, feature_cache=params.pop("feature_cache", "")
                  or str(cache_dir("aerial-features")))  # fmt: skip
     return resolve(AerialTrainConfig, params, wired)

@@ -39,6 +39,7 @@ from celery import Task
 from celery.signals import worker_init
 
 from dinoseg import runtime
+from serving.aerial_review import AerialReviewConfig
 from serving.config import review_config
 from serving.models import TransientError
 from serving.progress import Report
@@ -59,8 +60,6 @@ WARM_IMPORTS = (
 #: the least time between two published progress states of one task (seconds)
 PROGRESS_SECONDS = 0.3
 TRANSIENT = (TransientError, sqlite3.OperationalError, ConnectionError)
-#: the outbox counter of new or edited aerial tile labels since the last aerial retrain
-AERIAL_COUNTER = "aerial_labels_since_retrain"
 RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 2, "retry_backoff_max": 60,
          "retry_jitter": True, "max_retries": 5}  # fmt: skip
 
@@ -147,7 +146,7 @@ def aerial(self: ProcessTask, request: dict[str, Any]) -> dict[str, Any]:
 def _queue_aerial(tiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A head's uncertain tiles to the aerial review project (a map never fails for it)."""
     from dinoseg.io import InputError
-    from workers.labelstudio.aerial import AerialReviewConfig, queue_tiles
+    from workers.labelstudio.aerial import queue_tiles
 
     try:
         return queue_tiles(tiles, AerialReviewConfig.load())
@@ -159,16 +158,15 @@ def _queue_aerial(tiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @app.task(name="dinoseg.sync_aerial_annotations", base=ProcessTask, bind=True,
           soft_time_limit=540, time_limit=600)  # fmt: skip
 def sync_aerial_annotations(self: ProcessTask) -> dict[str, Any]:
-    from workers.labelstudio.aerial import AerialReviewConfig, sync_tiles
+    from workers.labelstudio.aerial import COUNTER, sync_tiles
 
     cfg = AerialReviewConfig.load()
     try:
-        report = sync_tiles(cfg)
+        report = sync_tiles(cfg, self.outbox)
     except ls.Unavailable as e:
         return {"labels": 0, "changed": 0, "skipped": [], "retrain_queued": False,
                 "error": str(e)}  # fmt: skip
-    self.outbox.count(report["changed"], AERIAL_COUNTER)
-    queued = cfg.retrain_after > 0 and self.outbox.take_retrain(cfg.retrain_after, AERIAL_COUNTER)
+    queued = cfg.retrain_after > 0 and self.outbox.take_retrain(cfg.retrain_after, COUNTER)
     if queued:
         retrain.delay("aerial")
     return {**report, "retrain_queued": queued}

@@ -33,7 +33,7 @@ def _load(name: str) -> dict:
 def test_deps_name_the_code_each_aerial_stage_runs():
     for name, stage in _load("aerial/dvc.yaml")["stages"].items():
         code = {f for f in stage_code(name) if f not in BOOKKEEPING and not _no_code(REPO / f)}
-        deps = [d for d in stage["deps"] if d.split("/")[0] in ("mlops", "dinoseg")]
+        deps = [d for d in stage["deps"] if d.split("/")[0] in ("mlops", "dinoseg", "serving")]
         missing = sorted(f for f in code if not any(_covers(d, f) for d in deps))
         assert not missing, f"aerial/dvc.yaml stage {name}: add deps covering {missing}"
         stale = [d for d in deps if not any(_covers(d, f) for f in code)]
@@ -44,7 +44,7 @@ def test_deps_name_the_code_each_aerial_stage_runs():
 def test_aerial_stages_match_the_code_and_params():
     from dinoseg.aerial.train import AerialTrainConfig
     from dinoseg.config import resolve
-    from workers.labelstudio.aerial import AerialReviewConfig
+    from serving.aerial_review import AerialReviewConfig
 
     stages = _load("aerial/dvc.yaml")["stages"]
     assert list(stages) == STAGES
@@ -72,7 +72,9 @@ def test_aerial_stages_match_the_code_and_params():
 
 
 def test_the_stage_appends_the_annotators_labels_and_retrains_their_kind(tmp_path):
+    from dinoseg.io import InputError
     from mlops.aerial_train import config
+    from serving.aerial_review import AerialReviewConfig
 
     labels = tmp_path / "labels"
     review = {"labels_dir": str(labels), "retrain_kind": "mlp"}
@@ -83,6 +85,11 @@ def test_the_stage_appends_the_annotators_labels_and_retrains_their_kind(tmp_pat
     cfg = config({**base, "steps": 5}, review)
     assert cfg.data == ("base:train", f"{labels}:train") and cfg.steps == 5 and cfg.kind == "mlp"
     assert config(base, {**review, "retrain_kind": ""}).kind == "linear"  # "" keeps its kind
+    # the section's defaults are the workers' (one dataclass): a section without the key
+    # retrains the measured kind; a key the workers would not know is refused
+    assert config(base, {"labels_dir": str(labels)}).kind == AerialReviewConfig.retrain_kind
+    with pytest.raises(InputError, match="retrain_knd"):
+        config(base, {**review, "retrain_knd": "mlp"})
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +109,7 @@ def project(tmp_path_factory) -> Project:
     params["aerial_evaluate"].update(data=str(data), only=[], baseline_shots=1, tile=56,
                                      overlap=14, threads=1)
     (root / "aerial/params.yaml").write_text(yaml.safe_dump(params))
-    for package in ("mlops", "dinoseg"):
+    for package in ("mlops", "dinoseg", "serving"):
         shutil.copytree(REPO / package, root / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     (root / "data/aerial_labels").mkdir(parents=True)

@@ -73,7 +73,7 @@ def test_deps_name_the_code_each_stage_runs():
             f for f in stage_code(name)
             if f not in BOOKKEEPING and not _no_code(ROOT / f)
         }  # fmt: skip
-        deps = [d for d in stage["deps"] if d.split("/")[0] in ("mlops", "dinoseg")]
+        deps = [d for d in stage["deps"] if d.split("/")[0] in ("mlops", "dinoseg", "serving")]
         missing = sorted(f for f in code if not any(_covers(d, f) for d in deps))
         assert not missing, f"dvc.yaml stage {name}: add deps covering {missing}"
         stale = [d for d in deps if not any(_covers(d, f) for f in code)]

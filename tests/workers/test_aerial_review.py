@@ -13,9 +13,10 @@ from PIL import Image
 
 from dinoseg.aerial.trainset import read_labelled
 from serving.aerial import review_tiles
+from serving.aerial_review import AerialReviewConfig
 from tests.workers.conftest import LabelStudioServer, Project
 from workers.labelstudio import client as ls
-from workers.labelstudio.aerial import AerialReviewConfig, queue_tiles, sync_tiles, tile_task
+from workers.labelstudio.aerial import queue_tiles, sync_tiles, tile_task
 from workers.labelstudio.convert import mask_to_result, result_to_mask
 
 NAMES = ["land", "water", "building", "vegetation", "road"]
@@ -102,6 +103,44 @@ def test_a_task_naming_a_file_outside_the_uploads_is_refused(config, stack_env, 
     with pytest.raises(Exception, match="not in the uploads folder"):
         write_tile_label(tmp_path / "labels", {"id": 1, **task}, [])
     assert not (tmp_path / "labels").exists()
+
+
+def test_the_ledger_skips_written_labels_and_remembers_refused_ones(
+        config, stack_env, labelstudio, tmp_path, monkeypatch):  # fmt: skip
+    """With the workers' outbox a periodic pull decodes only new or edited annotations (a
+    label whose files were removed is written again), counts them toward the aerial retrain,
+    and a refused annotation is remembered where ``dinoseg.status`` reads it."""
+    import workers.labelstudio.aerial as aerial
+    from workers.labelstudio.outbox import Outbox
+
+    tiles = _job_output(stack_env, tmp_path)
+    task_id = queue_tiles(tiles[1:], config)[0]["task_id"]
+    client = labelstudio.client()
+    drawn = np.zeros((64, 64), bool)
+    drawn[:, :20] = True
+    client.annotations.create(id=task_id, result=[mask_to_result(drawn, "building")])
+    bad = tile_task(tiles[0])
+    bad["data"].update({"dinoseg_query": str(tmp_path / "classes.png"), ls.KEY_FIELD: "bad"})
+    bad_id = ls.create_task(client, ls.find_project(client, config.project_title), bad)
+    client.annotations.create(id=bad_id, result=[mask_to_result(drawn, "land")])
+    box = Outbox(tmp_path / "outbox.sqlite")
+    first = sync_tiles(config, box)
+    assert first["changed"] >= 1 and box.take_retrain(1, aerial.COUNTER)
+    assert f"task {bad_id}: its tile is not in the uploads folder" in first["skipped"]
+    assert box.rejections()[0] >= 1
+    assert f"task {bad_id}: its tile is not in the uploads folder" in box.rejections(50)[1]
+    mask = Path(config.labels_dir) / "train/masks" / f"{Path(tiles[1]['image']).stem[:16]}.png"
+    np.testing.assert_array_equal(np.asarray(Image.open(mask)), np.where(drawn, 2, 255))
+    decoded: list[object] = []
+    write = aerial.write_tile_label
+    monkeypatch.setattr(aerial, "write_tile_label", lambda *a: decoded.append(a) or write(*a))
+    again = sync_tiles(config, box)
+    assert [a[1]["id"] for a in decoded] == [bad_id]  # refused ones are tried again, as in
+    assert again["changed"] == 0 and again["labels"] == first["labels"]  # the segment sync
+    assert not box.take_retrain(1, aerial.COUNTER)
+    mask.unlink()  # the folder lost a label: the next pull writes it again
+    restored = sync_tiles(config, box)
+    assert len(decoded) == 3 and restored["changed"] == 1 and mask.is_file()
 
 
 def test_the_periodic_sync_queues_an_aerial_retrain_after_enough_new_labels(

@@ -76,11 +76,14 @@ def test_outbox_keys_claims_and_counters(tmp_path) -> None:
     assert not box.take_retrain(2)
     box.record_label(8, 43, "t1", "stem2")
     assert box.take_retrain(2) and not box.take_retrain(2)  # the counter was reset
-    box.count(2, "aerial_labels_since_retrain")  # aerial tiles count apart
-    assert not box.take_retrain(3, "aerial_labels_since_retrain") and not box.take_retrain(1)
-    box.count(1, "aerial_labels_since_retrain")
-    assert box.take_retrain(3, "aerial_labels_since_retrain")
-    assert not box.take_retrain(1, "aerial_labels_since_retrain")
+    aerial = "aerial_labels_since_retrain"  # aerial tiles count apart
+    box.record_label(9, 44, "t1", "tile1", aerial)
+    box.record_label(10, 45, "t1", "tile2", None)  # rewritten unchanged: not counted
+    box.record_label(11, 46, "t1", "tile3", aerial)
+    assert box.label_synced(10, "t1") and box.awaiting_annotation() == 0
+    assert not box.take_retrain(3, aerial) and not box.take_retrain(1)
+    box.record_label(11, 46, "t2", "tile3", aerial)  # an edited label counts again
+    assert box.take_retrain(3, aerial) and not box.take_retrain(1, aerial)
 
 
 def test_outbox_claims_are_exclusive_across_threads(tmp_path) -> None:

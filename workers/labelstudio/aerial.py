@@ -11,7 +11,10 @@ is down is offered again by the next map of the area).
 
 :func:`sync_tiles` writes every annotated tile as a Dubai-layout pair:
 ``labels_dir/train/images/<sha16>.png``, ``labels_dir/train/masks/<sha16>.png`` (class indices of
-the map's classes, 255 where no region covers) and ``labels_dir/classes.json``.
+the map's classes, 255 where no region covers) and ``labels_dir/classes.json``. The workers'
+outbox ledger (:mod:`workers.labelstudio.outbox`, shared with the segment sync: annotation ids
+are unique across Label Studio) records what was written, so a periodic pull decodes only new
+or edited annotations, and counts them on :data:`COUNTER`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,30 +30,15 @@ from PIL import Image
 
 from dinoseg import runtime
 from dinoseg.io import InputError, load_label_map
+from serving.aerial_review import AerialReviewConfig
 from serving.uploads import png_bytes
 from workers.labelstudio import client as ls
 from workers.labelstudio.convert import annotation_to_label_map, mask_to_result
+from workers.labelstudio.outbox import Outbox
 
-PARAMS = Path("aerial/params.yaml")
 UNLABELLED = 255
-
-
-@dataclass
-class AerialReviewConfig:
-    """``aerial/params.yaml`` section ``aerial_review``."""
-
-    labels_dir: str = "data/aerial_labels"
-    project_title: str = "dinoseg aerial review"
-    # the head kind aerial_train trains once labels_dir holds tiles ("" = aerial_train.kind)
-    retrain_kind: str = "mlp"
-    # new or edited tile labels that queue `dvc repro aerial/dvc.yaml` (0 = never by itself)
-    retrain_after: int = 3
-
-    @classmethod
-    def load(cls, params: Path = PARAMS) -> AerialReviewConfig:
-        from dinoseg.config import load_params, resolve
-
-        return resolve(cls, load_params(params, "aerial_review") if params.is_file() else {})
+#: the outbox counter of new or edited aerial tile labels since the last aerial retrain
+COUNTER = "aerial_labels_since_retrain"
 
 
 def tile_key(tile: dict[str, Any]) -> str:
@@ -117,38 +104,74 @@ def _classes_json(root: Path, names: list[str]) -> None:
     _write_atomic(lambda p: p.write_text(json.dumps(data, indent=1)), path)
 
 
+def _tile_image(task: dict[str, Any]) -> Path:
+    """The task's tile, which must be a file of the uploads folder."""
+    uploads = runtime.uploads_dir().resolve()
+    image = Path(str(task["data"].get("dinoseg_query") or "")).resolve()
+    if not image.is_relative_to(uploads) or not image.is_file():
+        raise InputError("its tile is not in the uploads folder")
+    return image
+
+
+def _pair(root: Path, stem: str) -> tuple[Path, Path]:
+    return root / "train/images" / f"{stem}.png", root / "train/masks" / f"{stem}.png"
+
+
 def write_tile_label(root: Path, task: dict[str, Any], results: list[dict[str, Any]]
                      ) -> tuple[str, bool]:  # fmt: skip
     """One annotated tile into ``root`` (see the module docstring); returns its stem and whether
     its files changed (False when the same label was synced before)."""
-    data = task["data"]
-    uploads = runtime.uploads_dir().resolve()
-    image = Path(str(data.get("dinoseg_query") or "")).resolve()
-    if not image.is_relative_to(uploads) or not image.is_file():
-        raise InputError(f"task {task.get('id')}: its tile is not in the uploads folder")
-    names = [str(n) for n in data.get("dinoseg_classes") or []]
+    image = _tile_image(task)
+    names = [str(n) for n in task["data"].get("dinoseg_classes") or []]
     if len(names) < 2:
-        raise InputError(f"task {task.get('id')}: no map classes in its data")
+        raise InputError("no map classes in its data")
     shape = Image.open(image).size[::-1]
     labels, _ = annotation_to_label_map(results, {n: i for i, n in enumerate(names)}, shape,
                                         UNLABELLED)  # fmt: skip
     if not (labels != UNLABELLED).any():
-        raise InputError(f"task {task.get('id')}: no pixel labelled with a class")
+        raise InputError("no pixel labelled with a class")
     for sub in ("train/images", "train/masks"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     _classes_json(root, names)
     stem = image.stem[:16]
-    mask = png_bytes(labels.astype(np.uint8))
-    changed = _write_changed(image.read_bytes(), root / "train/images" / f"{stem}.png")
-    changed = _write_changed(mask, root / "train/masks" / f"{stem}.png") or changed
+    image_dst, mask_dst = _pair(root, stem)
+    changed = _write_changed(image.read_bytes(), image_dst)
+    changed = _write_changed(png_bytes(labels.astype(np.uint8)), mask_dst) or changed
     return stem, changed
 
 
-def sync_tiles(cfg: AerialReviewConfig, connect: Callable[[], Any] = ls.connect
-               ) -> dict[str, Any]:  # fmt: skip
+def _latest(task: dict[str, Any]) -> dict[str, Any] | None:
+    """The task's latest submitted annotation with regions (None: none)."""
+    done = [a if isinstance(a, dict) else a.dict() for a in task.get("annotations") or []]
+    done = [a for a in done if not a.get("was_cancelled") and a.get("result")]
+    return max(done, key=lambda a: (a.get("updated_at") or "", a["id"])) if done else None
+
+
+def _sync_one(root: Path, task: dict[str, Any], ann: dict[str, Any], outbox: Outbox | None
+              ) -> bool:  # fmt: skip
+    """One annotated task into ``root``; True when its label is new or edited. With the
+    outbox, an annotation written before in this version is skipped undecoded while its files
+    are there, and a written one is recorded (counted on :data:`COUNTER` when it changed)."""
+    updated = str(ann.get("updated_at"))
+    synced = outbox is not None and outbox.label_synced(ann["id"], updated)
+    if synced and all(p.is_file() for p in _pair(root, _tile_image(task).stem[:16])):
+        return False
+    stem, changed = write_tile_label(root, task, ann["result"])
+    if outbox is not None:
+        outbox.record_label(ann["id"], int(task["id"]), updated, stem,
+                            COUNTER if changed else None)  # fmt: skip
+    return changed
+
+
+def sync_tiles(cfg: AerialReviewConfig, outbox: Outbox | None = None,
+               connect: Callable[[], Any] = ls.connect) -> dict[str, Any]:  # fmt: skip
     """Every annotated task of the aerial project into ``labels_dir`` (the latest submitted
     annotation wins); ``{"labels", "changed", "skipped"}``: tiles labelled, tiles whose label
-    was new or changed since the last sync, one line per task not written."""
+    was new or changed since the last sync, one line per task not written.
+
+    With the workers' ``outbox`` its ledger keeps a periodic pull cheap (as the segment sync:
+    annotations already written are not decoded again), new or edited labels count toward the
+    next aerial retrain, and refused annotations are remembered (``dinoseg.status``)."""
     client = connect()
     project = ls.find_project(client, cfg.project_title)
     if project is None:
@@ -158,14 +181,15 @@ def sync_tiles(cfg: AerialReviewConfig, connect: Callable[[], Any] = ls.connect
     written, changed, skipped = 0, 0, []
     for t in tasks:
         task = t.dict() if hasattr(t, "dict") else dict(t)
-        done = [a if isinstance(a, dict) else a.dict() for a in task.get("annotations") or []]
-        done = [a for a in done if not a.get("was_cancelled") and a.get("result")]
-        if not done:
+        ann = _latest(task)
+        if ann is None:
             continue
-        latest = max(done, key=lambda a: (a.get("updated_at") or "", a["id"]))
         try:
-            changed += write_tile_label(Path(cfg.labels_dir), task, latest["result"])[1]
+            changed += _sync_one(Path(cfg.labels_dir), task, ann, outbox)
             written += 1
         except InputError as e:
-            skipped.append(str(e))
+            skipped.append(f"task {task.get('id')}: {e}")
+            if outbox is not None:
+                outbox.reject(ann["id"], int(task.get("id") or 0), str(ann.get("updated_at")),
+                              str(e))  # fmt: skip
     return {"labels": written, "changed": changed, "skipped": skipped}

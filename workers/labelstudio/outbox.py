@@ -5,8 +5,9 @@ version). A row is ``pending`` until Label Studio has the task, then ``delivered
 task id; the primary key is what makes "never two tasks" hold across retries and processes.
 Delivery is claimed with a short lease so two workers never deliver the same item at once.
 
-``labels``: annotations already written to ``data/labels/`` (annotation id + its update time).
-``rejected``: annotations the sync refused (unknown class, no class, malformed), with why.
+``labels``: annotations already written to ``data/labels/`` or ``data/aerial_labels/`` (annotation
+id, unique across Label Studio, + its update time). ``rejected``: annotations a sync refused
+(unknown class, no class, malformed), with why.
 ``counters``: ``labels_since_retrain`` (segment reviews), ``aerial_labels_since_retrain`` (new or
 edited aerial tile labels, :mod:`workers.labelstudio.aerial`). ``settings``: the model version
 the review project orders by (set by the newest item).
@@ -58,15 +59,6 @@ class Item:
     attempts: int
     last_error: str | None
     created: float = 0.0
-
-
-def _add(db: sqlite3.Connection, counter: str, n: int) -> None:
-    """Add ``n`` to ``counter`` inside the caller's transaction."""
-    db.execute(
-        "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) "
-        "DO UPDATE SET value = value + excluded.value",
-        (counter, n),
-    )
 
 
 class Outbox:
@@ -192,20 +184,19 @@ class Outbox:
             ).fetchone()
         return row is not None and row[0] == updated_at
 
-    def record_label(self, annotation_id: int, task_id: int, updated_at: str, stem: str) -> None:
-        """Remember a written annotation and count it toward the next retrain."""
+    def record_label(self, annotation_id: int, task_id: int, updated_at: str, stem: str,
+                     counter: str | None = "labels_since_retrain") -> None:  # fmt: skip
+        """Remember a written annotation and count it on ``counter`` toward the next retrain
+        (None: not counted, e.g. an aerial label rewritten unchanged)."""
         with self._tx() as db:
             db.execute("DELETE FROM rejected WHERE annotation_id = ?", (annotation_id,))
             db.execute(
                 "INSERT OR REPLACE INTO labels VALUES (?,?,?,?,?)",
                 (annotation_id, task_id, updated_at, stem, time.time()),
             )
-            _add(db, "labels_since_retrain", 1)
-
-    def count(self, n: int, counter: str) -> None:
-        """Add ``n`` labels to ``counter``."""
-        with self._tx() as db:
-            _add(db, counter, n)
+            if counter is not None:
+                db.execute("INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) "
+                           "DO UPDATE SET value = value + 1", (counter,))  # fmt: skip
 
     def take_retrain(self, after: int, counter: str = "labels_since_retrain") -> bool:
         """Reset ``counter`` and return True when it reached ``after``."""
