@@ -2,9 +2,9 @@
 aerial/dvc.yaml``): paths, ``aerial/params.yaml`` sections, the run id, the stage configs.
 
 The aerial head has its own pipeline file so that the segmenter's ``dvc repro`` never waits on
-it, and its own registered model (:data:`MODEL_NAME`). Stage commands run in the project root
-(``wdir: ..``); every path here is relative to it and written the same in ``aerial/dvc.yaml``
-(tests/mlops/test_mlops_aerial.py keeps them in step).
+it, and its own registered model (``mlops.registry.AERIAL_MODEL_NAME``). Stage commands run in
+the project root (``wdir: ..``); every path here is relative to it and written the same in
+``aerial/dvc.yaml`` (tests/mlops/test_mlops_aerial.py keeps them in step).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ LABELS = Path(AerialReviewConfig.labels_dir)  # annotators' aerial tile labels (
 HEAD = Path("pipeline/aerial/head")  # aerial_train: the head checkpoint directory
 EVAL = Path("pipeline/aerial/eval")  # aerial_evaluate: report.json (+ baseline.json)
 METRICS = Path("metrics")
-MODEL_NAME = "dinoseg-aerial-head"
 
 
 def section(name: str, path: Path = AERIAL_PARAMS) -> dict[str, Any]:
@@ -73,11 +72,3 @@ class AerialEvalConfig:
         """What makes two evaluations comparable (the gate compares only those)."""
         text = f"{self.data}|{self.split}|{sorted(self.only)}|{self.tile}|{self.overlap}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-@dataclass
-class AerialRegisterConfig:
-    """``aerial/params.yaml`` section ``aerial_register``."""
-
-    model_name: str = MODEL_NAME
-    tolerance: float = 1.0  # mIoU points a challenger may fall below the champion and still win

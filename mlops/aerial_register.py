@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from dinoseg.config import resolve
@@ -25,13 +26,20 @@ from mlops.aerial_common import (
     HEAD,
     METRICS,
     AerialEvalConfig,
-    AerialRegisterConfig,
     section,
     use_run_id,
 )
 from mlops.pipeline import stage_main
 
 log = logging.getLogger("mlops.aerial_register")
+
+
+@dataclass
+class AerialRegisterConfig:
+    """``aerial/params.yaml`` section ``aerial_register``."""
+
+    model_name: str = registry.AERIAL_MODEL_NAME
+    tolerance: float = 1.0  # mIoU points a challenger may fall below the champion and still win
 
 
 def new_version(client: Any, name: str, run: Any, tags: dict[str, Any]) -> Any:

@@ -23,6 +23,7 @@ from dinoseg.cache import cache_dir
 from dinoseg.io import InputError
 
 MODEL_NAME = "dinoseg-segmenter"
+AERIAL_MODEL_NAME = "dinoseg-aerial-head"  # registered by the aerial pipeline (aerial/dvc.yaml)
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 _SPEC = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w.-]+)|/(?P<version>\d+))$")
@@ -127,8 +128,9 @@ def resolve_model_uri(spec: str) -> tuple[str, str]:
     the model id is ``models:/NAME/VERSION``."""
     name, alias, version = parse_spec(spec)
     uri = runtime.tracking_uri()
-    hint = ("no champion yet — run `dvc repro` to train, evaluate and register one"
-            if alias == CHAMPION else "check the name with the MLflow UI or `dvc repro`")
+    repro = "dvc repro aerial/dvc.yaml" if name == AERIAL_MODEL_NAME else "dvc repro"
+    hint = (f"no champion yet — run `{repro}` to train, evaluate and register one"
+            if alias == CHAMPION else f"check the name with the MLflow UI or `{repro}`")
     if _store_missing(uri):
         raise InputError(f"{spec}: nothing registered (no MLflow store at {uri}); {hint}")
     client = registry_client()

@@ -72,5 +72,6 @@ def method_config(args: argparse.Namespace, image: Path | None = None
         open_large_image(image, max_pixels=cfg.max_pixels)  # before loading anything
     supports = load_supports(args.support, names) if args.support else None
     if supports is None and cfg.method in ("fewshot", "sam-match"):
-        raise InputError(f"--method {cfg.method} needs at least one --support IMG MASK")
+        raise InputError(f"--method {cfg.method} needs at least one --support IMG MASK (or use "
+                         "--method head, a trained head, or kmeans, which needs none)")
     return cfg, names, supports

@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from mlops import aerial_common as ac
+from mlops.aerial_register import AerialRegisterConfig
+from mlops.registry import AERIAL_MODEL_NAME
 from tests.aerial.aerial_helpers import write_city_folder
 from tests.conftest import tiny_dinov2
 from tests.mlops.test_mlops_dvcyaml import BOOKKEEPING, _covers, _no_code, _paths, stage_code
@@ -66,9 +68,9 @@ def test_aerial_stages_match_the_code_and_params():
     assert base in stages["aerial_train"]["deps"] and base == params["aerial_evaluate"]["data"]
     resolve(AerialTrainConfig, params["aerial_train"])  # unknown keys or bad values raise
     resolve(ac.AerialEvalConfig, params["aerial_evaluate"])
-    resolve(ac.AerialRegisterConfig, params["aerial_register"])
+    resolve(AerialRegisterConfig, params["aerial_register"])
     review = resolve(AerialReviewConfig, params["aerial_review"])
-    assert review.labels_dir == str(ac.LABELS) and ac.MODEL_NAME == "dinoseg-aerial-head"
+    assert review.labels_dir == str(ac.LABELS) and AERIAL_MODEL_NAME == "dinoseg-aerial-head"
 
 
 def test_the_stage_appends_the_annotators_labels_and_retrains_their_kind(tmp_path):
@@ -123,7 +125,7 @@ def _alias(project: Project, alias: str) -> str:
     from mlflow import MlflowClient
 
     uri = project.env["MLFLOW_TRACKING_URI"]
-    return str(MlflowClient(uri, uri).get_model_version_by_alias(ac.MODEL_NAME, alias).version)
+    return str(MlflowClient(uri, uri).get_model_version_by_alias(AERIAL_MODEL_NAME, alias).version)
 
 
 def test_repro_trains_evaluates_registers_and_promotes(project):
@@ -134,7 +136,7 @@ def test_repro_trains_evaluates_registers_and_promotes(project):
     for key in ("iou_building", "fnr_road", "fpr_water", "boundary_f1", "pixel_accuracy"):
         assert evaluation[key] is not None, key
     record = project.metrics("aerial_register")
-    assert record["version"] == 1 and record["model_name"] == ac.MODEL_NAME
+    assert record["version"] == 1 and record["model_name"] == AERIAL_MODEL_NAME
     assert record["promoted"] == (evaluation["miou"] > evaluation["baseline_miou"])
     assert record["promoted"], record["reason"]  # 80 steps on the same kind of tiles
     assert _alias(project, "challenger") == "1" == _alias(project, "champion")

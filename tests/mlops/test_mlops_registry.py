@@ -45,6 +45,9 @@ def test_spec_parsing():
 def test_no_store_means_no_champion_yet(store):
     with pytest.raises(InputError, match=r"no champion yet — run `dvc repro`"):
         registry.resolve_model_uri("models:/dinoseg-segmenter@champion")
+    # the aerial head is registered by its own pipeline: the hint names it
+    with pytest.raises(InputError, match=r"no champion yet — run `dvc repro aerial/dvc.yaml`"):
+        registry.resolve_model_uri("models:/dinoseg-aerial-head@champion")
     assert not (store / "var/mlflow.db").exists()  # asking created nothing
 
 
