@@ -141,6 +141,10 @@ def test_the_ledger_skips_written_labels_and_remembers_refused_ones(
     mask.unlink()  # the folder lost a label: the next pull writes it again
     restored = sync_tiles(config, box)
     assert len(decoded) == 3 and restored["changed"] == 1 and mask.is_file()
+    Path(tiles[1]["image"]).unlink()  # the uploads were cleaned: the written label stays
+    later = sync_tiles(config, box)
+    assert len(decoded) == 4 and later["labels"] == first["labels"] and mask.is_file()
+    assert later["skipped"] == first["skipped"]  # only the refused one, not this label
 
 
 def test_the_periodic_sync_queues_an_aerial_retrain_after_enough_new_labels(

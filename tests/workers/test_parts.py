@@ -81,6 +81,7 @@ def test_outbox_keys_claims_and_counters(tmp_path) -> None:
     box.record_label(10, 45, "t1", "tile2", None)  # rewritten unchanged: not counted
     box.record_label(11, 46, "t1", "tile3", aerial)
     assert box.label_synced(10, "t1") and box.awaiting_annotation() == 0
+    assert box.synced_stem(10, "t1") == "tile2" and box.synced_stem(10, "t0") is None
     assert not box.take_retrain(3, aerial) and not box.take_retrain(1)
     box.record_label(11, 46, "t2", "tile3", aerial)  # an edited label counts again
     assert box.take_retrain(3, aerial) and not box.take_retrain(1, aerial)

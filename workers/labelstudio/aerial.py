@@ -153,9 +153,9 @@ def _sync_one(root: Path, task: dict[str, Any], ann: dict[str, Any], outbox: Out
     outbox, an annotation written before in this version is skipped undecoded while its files
     are there, and a written one is recorded (counted on :data:`COUNTER` when it changed)."""
     updated = str(ann.get("updated_at"))
-    synced = outbox is not None and outbox.label_synced(ann["id"], updated)
-    if synced and all(p.is_file() for p in _pair(root, _tile_image(task).stem[:16])):
-        return False
+    stem = outbox.synced_stem(ann["id"], updated) if outbox is not None else None
+    if stem is not None and all(p.is_file() for p in _pair(root, stem)):
+        return False  # (its tile may be gone from the uploads since: the label is kept)
     stem, changed = write_tile_label(root, task, ann["result"])
     if outbox is not None:
         outbox.record_label(ann["id"], int(task["id"]), updated, stem,

@@ -178,11 +178,15 @@ class Outbox:
 
     def label_synced(self, annotation_id: int, updated_at: str) -> bool:
         """Whether this version of the annotation was written already."""
+        return self.synced_stem(annotation_id, updated_at) is not None
+
+    def synced_stem(self, annotation_id: int, updated_at: str) -> str | None:
+        """The stem this version of the annotation was written as (None: not written)."""
         with self._tx() as db:
             row = db.execute(
-                "SELECT updated_at FROM labels WHERE annotation_id = ?", (annotation_id,)
+                "SELECT updated_at, stem FROM labels WHERE annotation_id = ?", (annotation_id,)
             ).fetchone()
-        return row is not None and row[0] == updated_at
+        return str(row[1]) if row is not None and row[0] == updated_at else None
 
     def record_label(self, annotation_id: int, task_id: int, updated_at: str, stem: str,
                      counter: str | None = "labels_since_retrain") -> None:  # fmt: skip
