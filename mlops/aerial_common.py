@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from mlops.pipeline import RUN_ENV, _tree_digest
-from serving.aerial_review import AerialReviewConfig
+from serving.aerial_review import AERIAL_PARAMS_FILE, AerialReviewConfig
 
 AERIAL_DVC = Path("aerial/dvc.yaml")
-AERIAL_PARAMS = Path("aerial/params.yaml")
+AERIAL_PARAMS = AERIAL_PARAMS_FILE  # its sections: one per stage, and the workers' aerial_review
 LABELS = Path(AerialReviewConfig.labels_dir)  # annotators' aerial tile labels (default folder)
 HEAD = Path("pipeline/aerial/head")  # aerial_train: the head checkpoint directory
 EVAL = Path("pipeline/aerial/eval")  # aerial_evaluate: report.json (+ baseline.json)
