@@ -140,13 +140,6 @@ def write_tile_label(root: Path, task: dict[str, Any], results: list[dict[str, A
     return stem, changed
 
 
-def _latest(task: dict[str, Any]) -> dict[str, Any] | None:
-    """The task's latest submitted annotation with regions (None: none)."""
-    done = [a if isinstance(a, dict) else a.dict() for a in task.get("annotations") or []]
-    done = [a for a in done if not a.get("was_cancelled") and a.get("result")]
-    return max(done, key=lambda a: (a.get("updated_at") or "", a["id"])) if done else None
-
-
 def _sync_one(root: Path, task: dict[str, Any], ann: dict[str, Any], outbox: Outbox | None
               ) -> bool:  # fmt: skip
     """One annotated task into ``root``; True when its label is new or edited. With the
@@ -176,12 +169,10 @@ def sync_tiles(cfg: AerialReviewConfig, outbox: Outbox | None = None,
     project = ls.find_project(client, cfg.project_title)
     if project is None:
         return {"labels": 0, "changed": 0, "skipped": []}
-    tasks = ls.call(lambda: list(client.tasks.list(project=project, only_annotated=True,
-                                                   fields="all")))  # fmt: skip
     written, changed, skipped = 0, 0, []
-    for t in tasks:
-        task = t.dict() if hasattr(t, "dict") else dict(t)
-        ann = _latest(task)
+    for task in ls.annotated_tasks(client, project):
+        # the latest one with regions (an empty annotation does not undo an earlier tile label)
+        ann = ls.latest_annotation([a for a in task["annotations"] if a.get("result")])
         if ann is None:
             continue
         try:

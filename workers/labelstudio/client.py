@@ -172,3 +172,22 @@ def create_task(client: Any, project: int, task: dict[str, Any]) -> int:
     if len(ids) != 1:
         raise Unavailable(f"Label Studio imported {len(ids)} tasks instead of 1")
     return int(ids[0])
+
+
+def annotated_tasks(client: Any, project: int) -> list[dict[str, Any]]:
+    """The project's annotated tasks as dicts, each one's ``annotations`` as dicts too."""
+    tasks = call(lambda: list(client.tasks.list(project=project, only_annotated=True,
+                                                fields="all")))  # fmt: skip
+    out = []
+    for t in tasks:
+        task = t.dict() if hasattr(t, "dict") else dict(t)
+        task["annotations"] = [a if isinstance(a, dict) else a.dict()
+                               for a in task.get("annotations") or []]  # fmt: skip
+        out.append(task)
+    return out
+
+
+def latest_annotation(annotations: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The latest submitted (not cancelled) annotation that has a result (None: none)."""
+    done = [a for a in annotations if not a.get("was_cancelled") and a.get("result") is not None]
+    return max(done, key=lambda a: (a.get("updated_at") or "", a["id"])) if done else None

@@ -40,11 +40,6 @@ class SyncReport:
                 "memory_errors": self.memory_errors}
 
 
-def _latest(annotations: list[dict[str, Any]]) -> dict[str, Any] | None:
-    done = [a for a in annotations if not a.get("was_cancelled") and a.get("result") is not None]
-    return max(done, key=lambda a: (a.get("updated_at") or "", a["id"])) if done else None
-
-
 def hand_imported(task: dict[str, Any]) -> dict[str, Any]:
     """A task imported by hand (no ``dinoseg_query``): its image, fetched as the ML backend
     fetches it (a local file of this stack or a file Label Studio serves), is stored in the
@@ -106,12 +101,8 @@ def sync(review: Review, labels_dir: Path, on_label: OnLabel | None = None) -> S
     project = review.project(client)
     config = ls.call(lambda: client.projects.get(id=project)).label_config
     allowed = {normalize_class_name(n) for n in ls.config_labels(config)}
-    tasks = ls.call(lambda: list(client.tasks.list(project=project, only_annotated=True,
-                                                   fields="all")))  # fmt: skip
-    for t in tasks:
-        task = t.dict() if hasattr(t, "dict") else dict(t)
-        annotations = task.get("annotations") or []
-        ann = _latest([a if isinstance(a, dict) else a.dict() for a in annotations])
+    for task in ls.annotated_tasks(client, project):
+        ann = ls.latest_annotation(task["annotations"])
         if ann is None or review.outbox.label_synced(ann["id"], str(ann.get("updated_at"))):
             continue
         try:
