@@ -20,7 +20,7 @@ from serving.aerial_review import AERIAL_PARAMS_FILE, AerialReviewConfig
 
 AERIAL_DVC = Path("aerial/dvc.yaml")
 AERIAL_PARAMS = AERIAL_PARAMS_FILE  # its sections: one per stage, and the workers' aerial_review
-LABELS = Path(AerialReviewConfig.labels_dir)  # annotators' aerial tile labels (default folder)
+LABELS_DEP = "${aerial_review.labels_dir}"  # aerial/dvc.yaml's dep on the annotators' tile labels
 HEAD = Path("pipeline/aerial/head")  # aerial_train: the head checkpoint directory
 EVAL = Path("pipeline/aerial/eval")  # aerial_evaluate: report.json (+ baseline.json)
 METRICS = Path("metrics")
@@ -35,15 +35,17 @@ def section(name: str, path: Path = AERIAL_PARAMS) -> dict[str, Any]:
 
 def aerial_run_id() -> str:
     """``$DINOSEG_PIPELINE_RUN`` when set, else ``aerial-`` + a digest of what the aerial
-    pipeline reads (its dvc.yaml and params, the annotators' aerial labels): one id for the
-    stages of one ``dvc repro aerial/dvc.yaml``, apart from the segmenter's runs."""
+    pipeline reads (its dvc.yaml and params, the annotators' aerial labels in the configured
+    ``aerial_review.labels_dir``): one id for the stages of one ``dvc repro aerial/dvc.yaml``,
+    apart from the segmenter's runs."""
     given = os.environ.get(RUN_ENV)
     if given:
         return given
     digest = hashlib.sha256()
     for f in (AERIAL_DVC, AERIAL_PARAMS):
         digest.update(f.read_bytes() if f.is_file() else b"<absent>")
-    _tree_digest(LABELS, digest, content=True)
+    labels = AerialReviewConfig.load(AERIAL_PARAMS).labels_dir
+    _tree_digest(Path(labels), digest, content=True)
     return "aerial-" + digest.hexdigest()[:12]
 
 

@@ -63,7 +63,7 @@ class ReviewConfig:
         project_title: the Label Studio project (created once, found again by title).
         classes_from: dataset folder whose ``classes.json`` names the brush labels.
         labels_dir: where synced annotations land (dataset folder format).
-        retrain_after: new labels that queue a ``retrain``.
+        retrain_after: new labels that queue a ``retrain`` (0 = never by itself).
         sync_seconds: period of the annotation pull (Celery beat).
         outbox_seconds: period of the outbox delivery (Celery beat).
     """

@@ -166,7 +166,7 @@ def sync_aerial_annotations(self: ProcessTask) -> dict[str, Any]:
     except ls.Unavailable as e:
         return {"labels": 0, "changed": 0, "skipped": [], "retrain_queued": False,
                 "error": str(e)}  # fmt: skip
-    queued = cfg.retrain_after > 0 and self.outbox.take_retrain(cfg.retrain_after, COUNTER)
+    queued = self.outbox.take_retrain(cfg.retrain_after, COUNTER)
     if queued:
         retrain.delay("aerial")
     return {**report, "retrain_queued": queued}

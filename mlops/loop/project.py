@@ -29,7 +29,7 @@ SIM_PARAMS: dict[str, dict[str, Any]] = {
     "heads": {"warm_start": True},
     "serving": {"model": "models:/dinoseg-segmenter@champion", "image_size": 336,
                 "memory": "auto", "model_check_seconds": 1, "feature_cache_mb": 3072},
-    "review": {"auto_queue": False, "labels_dir": "data/labels", "retrain_after": 10**9,
+    "review": {"auto_queue": False, "labels_dir": "data/labels", "retrain_after": 0,
                "sync_seconds": 3600, "outbox_seconds": 3600},
 }
 

@@ -55,7 +55,7 @@ def test_aerial_stages_match_the_code_and_params():
         assert f"mlops/{name}.py" in stage["deps"]
     outs = {n: _paths(s.get("outs")) | _paths(s.get("metrics")) for n, s in stages.items()}
     assert str(ac.HEAD) in outs["aerial_train"] and str(ac.EVAL) in outs["aerial_evaluate"]
-    assert str(ac.LABELS) in stages["aerial_train"]["deps"]
+    assert ac.LABELS_DEP in stages["aerial_train"]["deps"]  # the configured folder (templated)
     params = _load("aerial/params.yaml")
     for stage in stages.values():
         for entry in stage["params"]:
@@ -69,8 +69,24 @@ def test_aerial_stages_match_the_code_and_params():
     resolve(AerialTrainConfig, params["aerial_train"])  # unknown keys or bad values raise
     resolve(ac.AerialEvalConfig, params["aerial_evaluate"])
     resolve(AerialRegisterConfig, params["aerial_register"])
-    review = resolve(AerialReviewConfig, params["aerial_review"])
-    assert review.labels_dir == str(ac.LABELS) and AERIAL_MODEL_NAME == "dinoseg-aerial-head"
+    resolve(AerialReviewConfig, params["aerial_review"])
+    assert AERIAL_MODEL_NAME == "dinoseg-aerial-head"
+
+
+def test_the_run_id_reads_the_configured_labels_folder(tmp_path, monkeypatch):
+    """The run id digests ``aerial_review.labels_dir`` as configured, not the default folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DINOSEG_PIPELINE_RUN", raising=False)
+    (tmp_path / "aerial").mkdir()
+    (tmp_path / "aerial/params.yaml").write_text("aerial_review:\n  labels_dir: elsewhere\n")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "data/aerial_labels").mkdir(parents=True)
+    before = ac.aerial_run_id()
+    (tmp_path / "data/aerial_labels/tile.png").write_bytes(b"default folder")
+    assert ac.aerial_run_id() == before  # not the folder the stage reads
+    (tmp_path / "elsewhere/tile.png").write_bytes(b"a label")
+    changed = ac.aerial_run_id()
+    assert changed != before and changed.startswith("aerial-")
 
 
 def test_the_stage_appends_the_annotators_labels_and_retrains_their_kind(tmp_path):

@@ -75,6 +75,7 @@ def test_outbox_keys_claims_and_counters(tmp_path) -> None:
     assert box.awaiting_annotation() == 0
     assert not box.take_retrain(2)
     box.record_label(8, 43, "t1", "stem2")
+    assert not box.take_retrain(0) and not box.take_retrain(-1)  # 0: never; the count is kept
     assert box.take_retrain(2) and not box.take_retrain(2)  # the counter was reset
     aerial = "aerial_labels_since_retrain"  # aerial tiles count apart
     box.record_label(9, 44, "t1", "tile1", aerial)

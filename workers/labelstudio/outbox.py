@@ -203,7 +203,10 @@ class Outbox:
                            "DO UPDATE SET value = value + 1", (counter,))  # fmt: skip
 
     def take_retrain(self, after: int, counter: str = "labels_since_retrain") -> bool:
-        """Reset ``counter`` and return True when it reached ``after``."""
+        """Reset ``counter`` and return True when it reached ``after`` (``after <= 0``: never,
+        the counter keeps counting)."""
+        if after <= 0:
+            return False
         with self._tx() as db:
             row = db.execute("SELECT value FROM counters WHERE name = ?", (counter,)).fetchone()
             if row is None or row[0] < after:
