@@ -12,8 +12,9 @@ runs the supervised head ``model`` names (a checkpoint directory or ``models:/..
 the registered champion, ``AerialConfig.head_model``). The config is layered: code
 defaults <- params.yaml ``aerial`` <- the request's ``config``. Reply::
 
-    {"id", "out", "map", "glb", "files": [path, ...], "stats": {...}, "review": [...]}
+    {"id", "out", "map", "glb", "files": [path, ...], "stats": {...}, "notice", "review": [...]}
 
+(``notice``: "" or what the visitor should know, e.g. annotated tiles the method does not read)
 with the outputs in ``runtime.results_dir()/aerial/<id>/``. ``review`` (method ``head``) lists
 the :data:`REVIEW_TILES` least confident tiles (confidence: the mean top-class probability),
 each ``{"image", "labels", "image_sha256", "box", "confidence", "model", "classes"}`` with the
@@ -23,13 +24,20 @@ sends to annotators.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from dinoseg import runtime
-from dinoseg.aerial.build import build_method, check_method, head_spec
+from dinoseg.aerial.build import (
+    USES_SUPPORTS,
+    build_method,
+    check_method,
+    check_supports,
+    head_spec,
+)
 from dinoseg.aerial.categories import DEFAULT_CLASS_NAMES
 from dinoseg.aerial.config import AerialConfig
 from dinoseg.config import load_params, resolve
@@ -38,11 +46,11 @@ from serving.config import PARAMS_FILE
 from serving.progress import Report, no_report
 from serving.request import upload_path
 
+log = logging.getLogger(__name__)
+
 #: request ``config`` keys a visitor may set (the rest come from params.yaml)
 REQUEST_KEYS = ("method", "refine", "tile", "overlap", "k", "pixel_size", "building_height",
                 "model", "head_views", "head_scales", "head_adapt_steps")
-#: methods that name classes by the support tiles
-NEEDS_SUPPORTS = ("fewshot", "sam-match")
 #: least confident tiles of a head's map offered for review
 REVIEW_TILES = 3
 
@@ -59,6 +67,21 @@ def aerial_config(overrides: Any, params: Path = PARAMS_FILE) -> AerialConfig:
     check_method(cfg.method)
     cfg.check()
     return cfg
+
+
+def default_method(params: Path = PARAMS_FILE) -> str:
+    """The method a visitor starts with: ``head`` when the head model resolves (the registered
+    champion by default, or a checkpoint folder), else params.yaml's ``aerial.method``."""
+    from dinoseg.modelspec import parse_model_spec, resolve_model_spec
+
+    cfg = aerial_config({}, params)
+    try:
+        spec = parse_model_spec(head_spec(cfg))
+        found = resolve_model_spec(spec.text)[0] if spec.is_registry else spec.text
+    except Exception as e:  # no champion, no registry, a store that fails: a default, not an error
+        log.debug("no aerial head to serve by default: %s", e)
+        return cfg.method
+    return "head" if (Path(found) / "config.json").is_file() else cfg.method
 
 
 def _supports(value: Any, uploads: Path) -> list[tuple[Path, Path]]:
@@ -90,8 +113,7 @@ def run_aerial_job(
     image = upload_path(request.get("image"), "aerial photo", uploads)
     pairs = _supports(request.get("supports") or [], uploads)
     cfg = aerial_config(request.get("config") or {}, params)
-    if not pairs and cfg.method in NEEDS_SUPPORTS:
-        raise InputError(f"{cfg.method} needs at least one annotated tile (tile + mask)")
+    check_supports(cfg.method, len(pairs))
     names = list(DEFAULT_CLASS_NAMES)
     supports = load_supports(pairs, names) if pairs else None
     rid = uuid.uuid4().hex[:24]
@@ -103,8 +125,10 @@ def run_aerial_job(
     report(None, "loading the model")
     method = build_method(cfg, supports, names)
     stats = run_aerial(image, supports, names, cfg, out, method=method, progress=progress)
+    notice = (f"the {cfg.method} method does not read annotated tiles: the {len(pairs)} given "
+              "were not used" if pairs and cfg.method not in USES_SUPPORTS else "")
     return {"id": rid, "out": str(out), "map": str(out / "map.png"), "glb": str(out / "city.glb"),
-            "files": [str(out / n) for n in OUTPUT_FILES], "stats": stats,
+            "files": [str(out / n) for n in OUTPUT_FILES], "stats": stats, "notice": notice,
             "review": review_tiles(image, out, method,
                                    head_spec(cfg) if cfg.method == "head" else cfg.model)}
 

@@ -9,14 +9,15 @@ functions, tested without a browser.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gradio as gr
 
+from dinoseg.aerial.build import check_supports
 from dinoseg.aerial.methods.head import FINE_SCALES
 from dinoseg.io import InputError
-from serving.aerial import NEEDS_SUPPORTS
 from serving.uploads import store_file
 from webapp.backends import Backend, Report, no_report
 from webapp.callbacks import user_errors
@@ -27,7 +28,8 @@ Upload an aerial photo of any size (tiled inference, up to 150 MP). For **few-sh
 are class indices — 0 land, 1 water, 2 building, 3 vegetation, 4 road, 255 unlabelled (the
 Dubai dataset's format). **k-means** works without them (clusters are then left unnamed);
 **SegFormer** needs its ADE20K weights on the server. The **supervised head** needs no tiles: it
-runs the registered champion head (`dinoseg aerial train`), or the model named under Settings.
+runs the registered champion head (`dinoseg aerial train`), or the model named under Settings;
+the tab starts on it once a champion is registered.
 """
 METHOD_CHOICES = [
     ("Few-shot (DINOv2 prototypes)", "fewshot"),
@@ -37,6 +39,9 @@ METHOD_CHOICES = [
     ("DINOv2 + supervised head (trained on labelled tiles)", "head"),
 ]
 STATS_HEADERS = ["class", "share %", "area m²"]
+FALLBACK_METHOD = "fewshot"  # the radio's value before the server named its default
+
+log = logging.getLogger(__name__)
 
 
 def _path(f: Any) -> str:
@@ -56,8 +61,7 @@ def aerial_request(image: Any, support_images: Sequence[Any] | None,
     imgs, masks = list(support_images or []), list(support_masks or [])
     if len(imgs) != len(masks):
         raise InputError(f"{len(imgs)} support tiles but {len(masks)} masks: give one mask each")
-    if not imgs and method in NEEDS_SUPPORTS:
-        raise InputError("this method needs at least one annotated tile (tile + mask)")
+    check_supports(method, len(imgs), "annotated tile (a tile and its mask)")
     supports = [{"image": str(store_file(_path(i))), "mask": str(store_file(_path(m)))}
                 for i, m in zip(imgs, masks, strict=True)]  # fmt: skip
     config = {"method": method, "refine": bool(refine), "tile": int(tile),
@@ -86,6 +90,8 @@ def shown(reply: Mapping[str, Any]) -> tuple[str, str, list[list[Any]], str, lis
     if adapted.get("adapted"):
         used = sum(adapted["pseudo_labels"].values())
         summary += f"; adapted to this photo on {used} of {adapted['patches']} patches"
+    if reply.get("notice"):
+        summary += f"  \n*Note: {reply['notice']}.*"
     return summary, str(reply["map"]), rows, str(reply["glb"]), [str(f) for f in reply["files"]]
 
 
@@ -107,9 +113,20 @@ class AerialCallbacks:
                                  fine=bool(fine))  # fmt: skip
         return shown(self.backend.aerial(request, report))
 
+    def default_method(self) -> str:
+        """The server's default method (``head`` once a head champion is registered, see
+        :func:`serving.aerial.default_method`); :data:`FALLBACK_METHOD` when it cannot say."""
+        try:
+            method = self.backend.status().get("aerial_method")
+        except Exception:  # the page loads whatever happens; the status panel says why
+            log.warning("no default aerial method from the backend", exc_info=True)
+            return FALLBACK_METHOD
+        return method if method in {value for _, value in METHOD_CHOICES} else FALLBACK_METHOD
 
-def build_aerial_tab(backend: Backend) -> None:
-    """The tab's components and wiring (call inside a ``gr.Tab``)."""
+
+def build_aerial_tab(backend: Backend, demo: gr.Blocks) -> None:
+    """The tab's components and wiring (call inside a ``gr.Tab`` of ``demo``); the method
+    starts at the server's default when the page loads."""
     cb = AerialCallbacks(backend)
     gr.Markdown(INTRO)
     with gr.Row():
@@ -119,7 +136,7 @@ def build_aerial_tab(backend: Backend) -> None:
                            file_types=["image"])
             masks = gr.File(label="Their class-index masks, same order", file_count="multiple",
                             file_types=[".png"])
-            method = gr.Radio(METHOD_CHOICES, value="fewshot", label="Method")
+            method = gr.Radio(METHOD_CHOICES, value=FALLBACK_METHOD, label="Method")
             refine = gr.Checkbox(label="Refine boundaries with SAM (slower)", value=False)
             with gr.Accordion("Settings", open=False):
                 tile = gr.Slider(224, 1036, value=518, step=14, label="Tile size (px)")
@@ -154,3 +171,5 @@ def build_aerial_tab(backend: Backend) -> None:
                               model, views, adapt, fine],
               outputs=[summary, city_map, stats, city, files], api_name="aerial_map",
               concurrency_limit=2 if backend.kind == "celery" else 1)  # fmt: skip
+    demo.load(lambda: gr.Radio(value=cb.default_method()), outputs=method,
+              api_name="aerial_default_method", api_visibility="private")  # fmt: skip

@@ -123,7 +123,7 @@ def build_app(backend: Backend | None = None, *, examples: bool = True) -> gr.Bl
         with gr.Tabs():
             with gr.Tab("Few-shot segmentation", id="segment"):
                 page = _segment_page(status, refresh, examples=examples)
-            _add_aerial_tab(cb.backend)
+            _add_aerial_tab(cb.backend, demo)
         _wire(page, cb)
         _add_api(cb)
         demo.load(cb.status, outputs=page.status, api_name="status_on_load",
@@ -277,7 +277,7 @@ def _add_examples(
         )  # fmt: skip
 
 
-def _add_aerial_tab(backend: Backend) -> None:
+def _add_aerial_tab(backend: Backend, demo: gr.Blocks) -> None:
     """The aerial use case's tab, when the ``aerial`` extra (scikit-learn, scipy, trimesh) is
     installed."""
     if importlib.util.find_spec("trimesh") is None:
@@ -285,4 +285,4 @@ def _add_aerial_tab(backend: Backend) -> None:
     from webapp.aerial_tab import build_aerial_tab
 
     with gr.Tab("Aerial images", id="aerial"):
-        build_aerial_tab(backend)
+        build_aerial_tab(backend, demo)

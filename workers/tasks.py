@@ -5,9 +5,9 @@ Names and payloads are the contract with the web app (JSON only):
 - ``dinoseg.segment(request)`` -> ``{"model_version", "notice", "results": [...]}``
   (:class:`serving.segment.SegmentJob`); results that need review go into the outbox with
   their mask still in memory and are delivered by ``dinoseg.deliver_review``
-- ``dinoseg.aerial(request)`` -> ``{"id", "out", "map", "glb", "files", "stats", "review",
-  "review_queue"}`` (:func:`serving.aerial.run_aerial_job`; a head's uncertain tiles go to the
-  aerial review project: :mod:`workers.labelstudio.aerial`)
+- ``dinoseg.aerial(request)`` -> ``{"id", "out", "map", "glb", "files", "stats", "notice",
+  "review", "review_queue"}`` (:func:`serving.aerial.run_aerial_job`; a head's uncertain
+  tiles go to the aerial review project: :mod:`workers.labelstudio.aerial`)
 - ``dinoseg.sync_aerial_annotations()`` -> ``{"labels", "changed", "skipped",
   "retrain_queued"}`` (periodic; annotated aerial tiles -> ``data/aerial_labels``, the aerial
   pipeline's labels; ``aerial_review.retrain_after`` changed labels queue an aerial retrain)
@@ -18,8 +18,9 @@ Names and payloads are the contract with the web app (JSON only):
 - ``dinoseg.sync_annotations()`` -> ``{"new_labels", "retrain_queued", "skipped"}`` (periodic)
 - ``dinoseg.retrain(pipeline="segmenter"|"aerial")`` -> ``{"pipeline", "returncode", "seconds",
   ...}`` (``dvc repro`` / ``dvc repro aerial/dvc.yaml``, one at a time)
-- ``dinoseg.status()`` -> ``{"model_version", "memory", "review_queue_depth", "outbox_depth",
-  "refused_annotations", "refused_reasons", "label_studio_url"}``
+- ``dinoseg.status()`` -> ``{"model_version", "memory", "aerial_method", "review_queue_depth",
+  "outbox_depth", "refused_annotations", "refused_reasons", "label_studio_url"}``
+  (``aerial_method``: the aerial tab's starting method, :func:`serving.aerial.default_method`)
 
 Long tasks report ``PROGRESS`` with ``meta = {"fraction", "desc"}``. Bad input raises
 :class:`dinoseg.io.InputError` (no retry; the caller shows the message). Transient failures
@@ -219,10 +220,13 @@ def retrain(pipeline: str = "segmenter") -> dict[str, Any]:
 
 @app.task(name="dinoseg.status", base=ProcessTask, bind=True, soft_time_limit=30, time_limit=60)
 def status(self: ProcessTask) -> dict[str, Any]:
+    from serving.aerial import default_method
+
     outbox = self.outbox
     refused, reasons = outbox.rejections()
     return {
         **self.job.status(),
+        "aerial_method": default_method(),
         "review_queue_depth": outbox.awaiting_annotation(),
         "outbox_depth": outbox.depth(),
         "refused_annotations": refused,

@@ -20,6 +20,20 @@ from dinoseg.aerial.methods.base import AerialMethod
 from dinoseg.backbone import DEFAULT_BACKBONE, DinoBackbone, load_backbone
 from dinoseg.io import InputError
 
+#: methods that name the classes by annotated tiles (supports): they cannot run without one
+NEEDS_SUPPORTS = ("fewshot", "sam-match")
+#: methods that read annotated tiles when given (k-means names its clusters by them)
+USES_SUPPORTS = (*NEEDS_SUPPORTS, "kmeans")
+
+
+def check_supports(method: str, count: int,
+                   what: str = "annotated tile (an image and its class-index mask)") -> None:
+    """:class:`InputError` when ``method`` needs annotated tiles and ``count`` is 0; the
+    message names the methods that need none (``what``: how the caller's user gives one)."""
+    if count == 0 and method in NEEDS_SUPPORTS:
+        raise InputError(f"{method} needs at least one {what}; the methods head (a trained "
+                         "head) and kmeans (clusters left unnamed) need none")
+
 
 @dataclass
 class Parts:
@@ -44,16 +58,18 @@ class Parts:
                 raise InputError(str(e)) from e
         return TileEncoder(backbone, scale=self.cfg.scale, device=self.cfg.device)
 
-    def need_supports(self, why: str) -> Supports:
-        if self.supports is None or not self.supports.images:
-            raise InputError(f"{why} needs support tiles (--support IMG MASK)")
-        return self.supports
+    def need_supports(self, method: str) -> Supports:
+        """The supports, or :func:`check_supports`' error when there are none."""
+        if self.supports is not None and self.supports.images:
+            return self.supports
+        check_supports(method, 0)
+        raise InputError(f"{method} needs at least one annotated tile")  # not in NEEDS_SUPPORTS
 
 
 def _fewshot(p: Parts) -> AerialMethod:
     from dinoseg.aerial.methods.fewshot import FewShotMethod
 
-    supports = p.need_supports("the few-shot method")
+    supports = p.need_supports("fewshot")
     if p.backbone is None:
         from dinoseg.predictor import load_predictor
 
@@ -86,7 +102,7 @@ def _sam_match(p: Parts) -> AerialMethod:
     from dinoseg.aerial.methods.sam_match import SamMatchMethod
     from dinoseg.aerial.sam import load_sam, mask_generator
 
-    supports = p.need_supports("sam-match (to name the masks)")
+    supports = p.need_supports("sam-match")
     cfg = p.cfg
     generator = mask_generator(
         p.sam if p.sam is not None else load_sam(cfg.sam_model, cfg.sam_checkpoint or None),

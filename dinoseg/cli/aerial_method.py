@@ -53,12 +53,11 @@ def method_config(args: argparse.Namespace, image: Path | None = None
                   ) -> tuple[Any, list[str], Any]:  # fmt: skip
     """The resolved :class:`AerialConfig`, the class names and the supports (checked) of the
     ``map`` / ``eval`` flags; ``image`` is checked before the supports are read."""
-    from dinoseg.aerial.build import check_method
+    from dinoseg.aerial.build import check_method, check_supports
     from dinoseg.aerial.categories import DEFAULT_CLASS_NAMES, read_class_names
     from dinoseg.aerial.config import AerialConfig
     from dinoseg.aerial.pipeline import load_supports
     from dinoseg.config import resolve_cli
-    from dinoseg.io import InputError
 
     cfg = resolve_cli(AerialConfig, args, "aerial", FLAGS)
     if args.refine:
@@ -71,7 +70,6 @@ def method_config(args: argparse.Namespace, image: Path | None = None
 
         open_large_image(image, max_pixels=cfg.max_pixels)  # before loading anything
     supports = load_supports(args.support, names) if args.support else None
-    if supports is None and cfg.method in ("fewshot", "sam-match"):
-        raise InputError(f"--method {cfg.method} needs at least one --support IMG MASK (or use "
-                         "--method head, a trained head, or kmeans, which needs none)")
+    check_supports(cfg.method, 0 if supports is None else len(supports.images),
+                   "--support IMG MASK")
     return cfg, names, supports

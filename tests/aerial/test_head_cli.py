@@ -164,3 +164,29 @@ def test_aerial_job_with_a_head_offers_its_least_confident_tiles(trained, tmp_pa
     few = run_aerial_job({"image": str(uploads / "photo.png"), "config": {"method": "kmeans",
                           "k": 3, "tile": 56, "overlap": 14}}, params=tmp_path / "none.yaml")
     assert few["review"] == []  # only a head scores its tiles
+    assert reply["notice"] == few["notice"] == ""
+
+
+def test_the_head_is_the_default_once_it_resolves_and_says_tiles_go_unused(trained, tmp_path,
+                                                                          monkeypatch):  # fmt: skip
+    from dinoseg import runtime
+    from serving.aerial import default_method, run_aerial_job
+
+    monkeypatch.setenv("DINOSEG_HOME", str(tmp_path / "home"))
+    params = tmp_path / "params.yaml"
+    params.write_text(f"aerial:\n  method: kmeans\n  head_model: {tmp_path / 'absent'}\n")
+    assert default_method(params) == "kmeans"  # no head there: the configured method
+    params.write_text(f"aerial:\n  head_model: {trained['head']}\n")
+    assert default_method(params) == "head"
+    assert default_method(tmp_path / "none.yaml") == "fewshot"  # no champion registered here
+    uploads = runtime.ensure(runtime.uploads_dir())
+    image, labels = city_tile(98, 140, seed=11)
+    Image.fromarray(image).save(uploads / "photo.png")
+    Image.fromarray(labels.astype(np.uint8)).save(uploads / "mask.png")
+    tile = {"image": str(uploads / "photo.png"), "mask": str(uploads / "mask.png")}
+    request = {"image": str(uploads / "photo.png"), "supports": [tile],
+               "config": {"method": "head", "tile": 56, "overlap": 14}}  # fmt: skip
+    reply = run_aerial_job(request, params=params)
+    assert reply["stats"]["method"] == "head"
+    assert reply["notice"] == ("the head method does not read annotated tiles: the 1 given were "
+                               "not used")

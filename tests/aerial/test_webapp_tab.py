@@ -30,10 +30,30 @@ def test_tab_builds_with_a_3d_viewer(backend):
     from dinoseg.aerial.build import METHOD_BUILDERS
 
     with gr.Blocks() as demo, gr.Tab("Aerial"):
-        build_aerial_tab(backend)
+        build_aerial_tab(backend, demo)
     kinds = {type(b).__name__ for b in demo.blocks.values()}
     assert {"Model3D", "Dataframe", "Image", "Radio", "Checkbox", "Button"} <= kinds
     assert [name for _, name in METHOD_CHOICES] == list(METHOD_BUILDERS)
+    loads = [f for f in demo.fns.values() if f.api_name == "aerial_default_method"]
+    assert len(loads) == 1 and [type(o).__name__ for o in loads[0].outputs] == ["Radio"]
+
+
+class _Status:
+    def __init__(self, reply):
+        self.reply = reply
+
+    def status(self):
+        if isinstance(self.reply, Exception):
+            raise self.reply
+        return self.reply
+
+
+def test_the_method_starts_at_the_servers_default(backend):
+    assert AerialCallbacks(backend).default_method() == "fewshot"  # nothing registered here
+    assert AerialCallbacks(_Status({"aerial_method": "head"})).default_method() == "head"
+    assert AerialCallbacks(_Status({"aerial_method": "bogus"})).default_method() == "fewshot"
+    assert AerialCallbacks(_Status({})).default_method() == "fewshot"  # an older worker
+    assert AerialCallbacks(_Status(TimeoutError("down"))).default_method() == "fewshot"
 
 
 def test_job_writes_map_stats_and_model(backend, tmp_path):
@@ -59,7 +79,8 @@ def test_job_writes_map_stats_and_model(backend, tmp_path):
 def test_request_errors_are_clear(backend, tmp_path):
     with pytest.raises(InputError, match="upload an aerial photo"):
         aerial_request(None, None, None, "fewshot", False)
-    with pytest.raises(InputError, match="needs at least one annotated tile"):
+    with pytest.raises(InputError, match=r"fewshot needs at least one annotated tile .* head .*"
+                       r"and kmeans .* need none"):
         aerial_request(str(tmp_path / "x.png"), None, None, "fewshot", False)
     with pytest.raises(InputError, match="one mask each"):
         aerial_request(str(tmp_path / "x.png"), ["a.png"], [], "fewshot", False)
@@ -110,7 +131,8 @@ def test_summary_says_when_the_head_adapted_to_the_photo():
              "unknown": {"pixels": 0}, "method": "head", "image": {"width": 4, "height": 4},
              "buildings": 0, "seconds_per_megapixel": 1.0}  # fmt: skip
     reply = {"stats": stats, "map": "m.png", "glb": "c.glb", "files": []}
-    assert "adapted" not in shown(reply)[0]
+    assert "adapted" not in shown(reply)[0] and "Note" not in shown(reply)[0]
+    assert shown({**reply, "notice": "tiles unused"})[0].endswith("*Note: tiles unused.*")
     stats["adaptation"] = {"adapted": True, "patches": 50, "pseudo_labels": {"land": 30},
                            "loss": 0.1}  # fmt: skip
     assert shown(reply)[0].endswith("adapted to this photo on 30 of 50 patches")

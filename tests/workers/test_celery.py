@@ -62,6 +62,7 @@ def test_segment_on_sqlite_broker(project: Project, sqlite_worker: Worker) -> No
         result.get(timeout=30)
     status = app.send_task("dinoseg.status").get(timeout=30)
     assert status["outbox_depth"] == 0 and status["label_studio_url"].startswith("http://127.")
+    assert status["aerial_method"] == "fewshot"  # no aerial head registered in this home
 
 
 def slow_request(project: Project, n: int) -> dict:

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from dinoseg import runtime
-from serving.aerial import run_aerial_job
+from serving.aerial import default_method, run_aerial_job
 from serving.progress import Report, no_report
 from serving.segment import SegmentJob
 from webapp.backends import BackendError
@@ -53,6 +53,7 @@ class LocalBackend:
     def status(self) -> dict[str, Any]:
         return {
             **self.job.status(),
+            "aerial_method": default_method(self.job.params),
             "review_queue_depth": None,
             "outbox_depth": None,
             "label_studio_url": runtime.label_studio_url(),
