@@ -92,7 +92,23 @@ def shown(reply: Mapping[str, Any]) -> tuple[str, str, list[list[Any]], str, lis
         summary += f"; adapted to this photo on {used} of {adapted['patches']} patches"
     if reply.get("notice"):
         summary += f"  \n*Note: {reply['notice']}.*"
+    review = review_line(reply.get("review_queue") or [])
+    if review:
+        summary += f"  \n{review}"
     return summary, str(reply["map"]), rows, str(reply["glb"]), [str(f) for f in reply["files"]]
+
+
+def review_line(queue: Sequence[Mapping[str, Any]]) -> str:
+    """What became of the map's uncertain tiles (the worker's ``review_queue``), in words."""
+    failed = [q for q in queue if q.get("status") == "not sent"]
+    if failed:
+        return f"Uncertain tiles not sent to annotators: {failed[0].get('error', 'unknown')}"
+    sent = sum(q.get("status") == "queued" for q in queue)
+    waiting = sum(q.get("status") == "duplicate" for q in queue)
+    said = [f"{sent} uncertain tile{'s' * (sent != 1)} sent to annotators"] if sent else []
+    if waiting:
+        said.append(f"{waiting} already awaiting review")
+    return "; ".join(said) + " (Label Studio's aerial review project)" if said else ""
 
 
 class AerialCallbacks:

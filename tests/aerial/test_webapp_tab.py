@@ -133,6 +133,14 @@ def test_summary_says_when_the_head_adapted_to_the_photo():
     reply = {"stats": stats, "map": "m.png", "glb": "c.glb", "files": []}
     assert "adapted" not in shown(reply)[0] and "Note" not in shown(reply)[0]
     assert shown({**reply, "notice": "tiles unused"})[0].endswith("*Note: tiles unused.*")
+    queued = [{"status": "queued"}, {"status": "queued"}, {"status": "duplicate"}]
+    assert shown({**reply, "review_queue": queued})[0].endswith(
+        "2 uncertain tiles sent to annotators; 1 already awaiting review (Label Studio's aerial "
+        "review project)")
+    assert shown({**reply, "review_queue": [{"status": "?"}]})[0] == shown(reply)[0]
+    down = [{"status": "not sent", "error": "Label Studio is not answering"}]
+    assert shown({**reply, "review_queue": down})[0].endswith(
+        "not sent to annotators: Label Studio is not answering")
     stats["adaptation"] = {"adapted": True, "patches": 50, "pseudo_labels": {"land": 30},
                            "loss": 0.1}  # fmt: skip
     assert shown(reply)[0].endswith("adapted to this photo on 30 of 50 patches")
