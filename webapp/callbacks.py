@@ -212,6 +212,8 @@ def status_markdown(s: dict[str, Any]) -> str:
     queue = "unavailable without workers" if depth is None else f"{depth} task(s)"
     if s.get("outbox_depth"):
         queue += f" (+{s['outbox_depth']} waiting in the outbox)"
+    if s.get("aerial_queue_depth") is not None:
+        queue += f", aerial review {s['aerial_queue_depth']} tile(s)"
     url = s.get("label_studio_url") or runtime.label_studio_url()
     text = (
         f"**Execution:** {s.get('backend', 'Celery workers')} · "

@@ -19,7 +19,8 @@ Names and payloads are the contract with the web app (JSON only):
 - ``dinoseg.retrain(pipeline="segmenter"|"aerial")`` -> ``{"pipeline", "returncode", "seconds",
   ...}`` (``dvc repro`` / ``dvc repro aerial/dvc.yaml``, one at a time)
 - ``dinoseg.status()`` -> ``{"model_version", "memory", "aerial_method", "review_queue_depth",
-  "outbox_depth", "refused_annotations", "refused_reasons", "label_studio_url"}``
+  "aerial_queue_depth", "outbox_depth", "refused_annotations", "refused_reasons",
+  "label_studio_url"}`` (``aerial_queue_depth``: aerial review tiles awaiting an annotation)
   (``aerial_method``: the aerial tab's starting method, :func:`serving.aerial.default_method`)
 
 Long tasks report ``PROGRESS`` with ``meta = {"fraction", "desc"}``. Bad input raises
@@ -140,20 +141,26 @@ def aerial(self: ProcessTask, request: dict[str, Any]) -> dict[str, Any]:
 
     reply = run_aerial_job(request, self.progress())
     if reply.get("review") and review_config().auto_queue:
-        reply["review_queue"] = _queue_aerial(reply["review"])
+        reply["review_queue"] = _queue_aerial(reply["review"], self.outbox)
     return reply
 
 
-def _queue_aerial(tiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A head's uncertain tiles to the aerial review project (a map never fails for it)."""
+def _queue_aerial(tiles: list[dict[str, Any]], outbox: Outbox) -> list[dict[str, Any]]:
+    """A head's uncertain tiles to the aerial review project, remembered in ``outbox`` for the
+    status's count (a map never fails for it)."""
     from dinoseg.io import InputError
     from workers.labelstudio.aerial import queue_tiles
 
     try:
-        return queue_tiles(tiles, AerialReviewConfig.load())
+        sent = queue_tiles(tiles, AerialReviewConfig.load())
     except (ls.Unavailable, InputError) as e:
         log.warning("aerial review tiles not sent: %s", e)
         return [{"status": "not sent", "error": str(e)}]
+    try:
+        outbox.tiles_sent((s["key"], s["task_id"]) for s in sent)
+    except sqlite3.Error:  # the tasks exist; only the status's count misses them
+        log.warning("aerial review tiles sent but not counted", exc_info=True)
+    return sent
 
 
 @app.task(name="dinoseg.sync_aerial_annotations", base=ProcessTask, bind=True,
@@ -228,6 +235,7 @@ def status(self: ProcessTask) -> dict[str, Any]:
         **self.job.status(),
         "aerial_method": default_method(),
         "review_queue_depth": outbox.awaiting_annotation(),
+        "aerial_queue_depth": outbox.tiles_awaiting(),
         "outbox_depth": outbox.depth(),
         "refused_annotations": refused,
         "refused_reasons": reasons,

@@ -129,7 +129,7 @@ class FakeWorkers:
 
     def status(self):
         return {"model_version": "7", "review_queue_depth": 3, "outbox_depth": 1,
-                "label_studio_url": "http://127.0.0.1:8080"}  # fmt: skip
+                "aerial_queue_depth": 2, "label_studio_url": "http://127.0.0.1:8080"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -148,6 +148,7 @@ def test_send_to_annotators(tiny_backend, blobs, reply, text):
     assert workers.sent == [views[1]["id"]]
     status = cb.status()
     assert "`7`" in status and "3 task(s) (+1 waiting in the outbox)" in status
+    assert "aerial review 2 tile(s)" in status
     with pytest.raises(gr.Error, match="no result selected"):
         cb.send_to_annotators([], None)
 

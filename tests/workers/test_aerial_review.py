@@ -160,9 +160,11 @@ def test_the_periodic_sync_queues_an_aerial_retrain_after_enough_new_labels(
     monkeypatch.setattr(AerialReviewConfig, "load", classmethod(lambda cls, *a: settings["cfg"]))
     queued: list[tuple] = []
     monkeypatch.setattr(tasks.retrain, "delay", lambda *a: queued.append(a))
-    sent = queue_tiles(_job_output(stack_env, tmp_path), config)
+    box = Outbox(tmp_path / "outbox.sqlite")
+    sent = tasks._queue_aerial(_job_output(stack_env, tmp_path), box)  # what a map job does
     assert not tasks.sync_aerial_annotations()["retrain_queued"]  # earlier tests' labels
-    monkeypatch.setattr(tasks.ProcessTask, "_outbox", Outbox(tmp_path / "outbox.sqlite"))
+    assert box.tiles_awaiting() == len(sent) == 2
+    monkeypatch.setattr(tasks.ProcessTask, "_outbox", box)
     settings["cfg"] = replace(config, retrain_after=2)
     client = labelstudio.client()
     replies = []
@@ -172,6 +174,7 @@ def test_the_periodic_sync_queues_an_aerial_retrain_after_enough_new_labels(
         client.annotations.create(id=s["task_id"], result=[mask_to_result(drawn, cls)])
         replies.append(tasks.sync_aerial_annotations())
     assert [(r["changed"], r["retrain_queued"]) for r in replies] == [(1, False), (1, True)]
+    assert box.tiles_awaiting() == 0  # both annotated: the status counts none
     assert queued == [("aerial",)]
     again = tasks.sync_aerial_annotations()  # nothing new: the counter starts again
     assert again["changed"] == 0 and not again["retrain_queued"] and len(queued) == 1

@@ -86,6 +86,11 @@ def test_outbox_keys_claims_and_counters(tmp_path) -> None:
     assert not box.take_retrain(3, aerial) and not box.take_retrain(1)
     box.record_label(11, 46, "t2", "tile3", aerial)  # an edited label counts again
     assert box.take_retrain(3, aerial) and not box.take_retrain(1, aerial)
+    box.tiles_sent([("aerial:a", 50), ("aerial:b", 51)])
+    box.tiles_sent([("aerial:a", 50)])  # sent again (a duplicate): one row
+    assert box.tiles_awaiting() == 2
+    box.record_label(12, 51, "t1", "tile4", aerial)
+    assert box.tiles_awaiting() == 1
 
 
 def test_outbox_claims_are_exclusive_across_threads(tmp_path) -> None:

@@ -55,6 +55,7 @@ class LocalBackend:
             **self.job.status(),
             "aerial_method": default_method(self.job.params),
             "review_queue_depth": None,
+            "aerial_queue_depth": None,
             "outbox_depth": None,
             "label_studio_url": runtime.label_studio_url(),
             "backend": "in-process (no workers)",

@@ -5,6 +5,8 @@ version). A row is ``pending`` until Label Studio has the task, then ``delivered
 task id; the primary key is what makes "never two tasks" hold across retries and processes.
 Delivery is claimed with a short lease so two workers never deliver the same item at once.
 
+``tiles``: aerial review tiles sent to Label Studio (their key and task id), so that the status
+can count those still awaiting an annotation.
 ``labels``: annotations already written to ``data/labels/`` or ``data/aerial_labels/`` (annotation
 id, unique across Label Studio, + its update time). ``rejected``: annotations a sync refused
 (unknown class, no class, malformed), with why.
@@ -20,7 +22,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,8 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE TABLE IF NOT EXISTS labels (
     annotation_id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL, updated_at TEXT NOT NULL,
     stem TEXT NOT NULL, synced REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS tiles (
+    key TEXT PRIMARY KEY, task_id INTEGER NOT NULL, sent REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY, value TEXT NOT NULL, since REAL NOT NULL);
@@ -173,6 +177,20 @@ class Outbox:
             row = db.execute(
                 "SELECT COUNT(*) FROM items WHERE state = 'delivered' "
                 "AND task_id NOT IN (SELECT task_id FROM labels)"
+            ).fetchone()
+        return int(row[0])
+
+    def tiles_sent(self, sent: Iterable[tuple[str, int]]) -> None:
+        """Remember aerial review tiles as ``(key, task id)`` (a tile sent again: one row)."""
+        with self._tx() as db:
+            db.executemany("INSERT OR IGNORE INTO tiles VALUES (?, ?, ?)",
+                           [(key, task_id, time.time()) for key, task_id in sent])  # fmt: skip
+
+    def tiles_awaiting(self) -> int:
+        """Aerial review tiles whose task has no synced annotation yet."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT COUNT(*) FROM tiles WHERE task_id NOT IN (SELECT task_id FROM labels)"
             ).fetchone()
         return int(row[0])
 
