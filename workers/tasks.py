@@ -20,8 +20,8 @@ Names and payloads are the contract with the web app (JSON only):
   ...}`` (``dvc repro`` / ``dvc repro aerial/dvc.yaml``, one at a time)
 - ``dinoseg.status()`` -> ``{"model_version", "memory", "aerial_method", "review_queue_depth",
   "aerial_queue_depth", "outbox_depth", "refused_annotations", "refused_reasons",
-  "label_studio_url"}`` (``aerial_queue_depth``: aerial review tiles awaiting an annotation)
-  (``aerial_method``: the aerial tab's starting method, :func:`serving.aerial.default_method`)
+  "label_studio_url"}`` (``aerial_queue_depth``: aerial review tiles awaiting an annotation;
+  ``aerial_method``: the aerial tab's starting method, :func:`serving.aerial.default_method`)
 
 Long tasks report ``PROGRESS`` with ``meta = {"fraction", "desc"}``. Bad input raises
 :class:`dinoseg.io.InputError` (no retry; the caller shows the message). Transient failures
