@@ -36,6 +36,7 @@ from dinoseg.aerial.build import (
     build_method,
     check_method,
     check_supports,
+    head_path,
     head_spec,
 )
 from dinoseg.aerial.categories import DEFAULT_CLASS_NAMES
@@ -72,12 +73,9 @@ def aerial_config(overrides: Any, params: Path = PARAMS_FILE) -> AerialConfig:
 def default_method(params: Path = PARAMS_FILE) -> str:
     """The method a visitor starts with: ``head`` when the head model resolves (the registered
     champion by default, or a checkpoint folder), else params.yaml's ``aerial.method``."""
-    from dinoseg.modelspec import parse_model_spec, resolve_model_spec
-
     cfg = aerial_config({}, params)
     try:
-        spec = parse_model_spec(head_spec(cfg))
-        found = resolve_model_spec(spec.text)[0] if spec.is_registry else spec.text
+        found = head_path(cfg)
     except Exception as e:  # no champion, no registry, a store that fails: a default, not an error
         log.debug("no aerial head to serve by default: %s", e)
         return cfg.method

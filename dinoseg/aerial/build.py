@@ -135,14 +135,21 @@ def head_spec(cfg: AerialConfig) -> str:
     return spec.text
 
 
+def head_path(cfg: AerialConfig) -> str:
+    """The checkpoint folder of :func:`head_spec` (a registry spec resolved through its
+    plug-in, which downloads the version once); :class:`InputError` when it cannot be."""
+    from dinoseg.modelspec import parse_model_spec, resolve_model_spec
+
+    spec = parse_model_spec(head_spec(cfg))
+    return resolve_model_spec(spec.text)[0] if spec.is_registry else spec.text
+
+
 def _head(p: Parts) -> AerialMethod:
     from dinoseg.aerial.methods.head import HeadMethod
     from dinoseg.aerial.pixels import load_pixel_head
     from dinoseg.aerial.train import load_aerial_head
-    from dinoseg.modelspec import parse_model_spec, resolve_model_spec
 
-    spec = parse_model_spec(head_spec(p.cfg))
-    path = resolve_model_spec(spec.text)[0] if spec.is_registry else spec.text
+    path = head_path(p.cfg)
     head, backbone, aerial = load_aerial_head(path, p.backbone)
     scale = p.cfg.scale if p.cfg.image_size else float(aerial.get("scale", 1.0))
     cache = None
