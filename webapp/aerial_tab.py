@@ -9,7 +9,6 @@ functions, tested without a browser.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,8 +39,6 @@ METHOD_CHOICES = [
 ]
 STATS_HEADERS = ["class", "share %", "area m²"]
 FALLBACK_METHOD = "fewshot"  # the radio's value before the server named its default
-
-log = logging.getLogger(__name__)
 
 
 def _path(f: Any) -> str:
@@ -129,20 +126,18 @@ class AerialCallbacks:
                                  fine=bool(fine))  # fmt: skip
         return shown(self.backend.aerial(request, report))
 
-    def default_method(self) -> str:
-        """The server's default method (``head`` once a head champion is registered, see
-        :func:`serving.aerial.default_method`); :data:`FALLBACK_METHOD` when it cannot say."""
-        try:
-            method = self.backend.status().get("aerial_method")
-        except Exception:  # the page loads whatever happens; the status panel says why
-            log.warning("no default aerial method from the backend", exc_info=True)
-            return FALLBACK_METHOD
-        return method if method in {value for _, value in METHOD_CHOICES} else FALLBACK_METHOD
+
+def default_method(status: Mapping[str, Any] | None) -> str:
+    """The method the tab starts on, from the backend's status reply (``aerial_method``:
+    ``head`` once a head champion is registered, :func:`serving.aerial.default_method`);
+    :data:`FALLBACK_METHOD` when the backend did not answer or named no method of the tab."""
+    method = (status or {}).get("aerial_method")
+    return method if method in {value for _, value in METHOD_CHOICES} else FALLBACK_METHOD
 
 
-def build_aerial_tab(backend: Backend, demo: gr.Blocks) -> None:
-    """The tab's components and wiring (call inside a ``gr.Tab`` of ``demo``); the method
-    starts at the server's default when the page loads."""
+def build_aerial_tab(backend: Backend) -> gr.Radio:
+    """The tab's components and wiring (call inside a ``gr.Tab``); returns the method radio,
+    which the page sets to :func:`default_method` of the status it reads on load."""
     cb = AerialCallbacks(backend)
     gr.Markdown(INTRO)
     with gr.Row():
@@ -187,5 +182,4 @@ def build_aerial_tab(backend: Backend, demo: gr.Blocks) -> None:
                               model, views, adapt, fine],
               outputs=[summary, city_map, stats, city, files], api_name="aerial_map",
               concurrency_limit=2 if backend.kind == "celery" else 1)  # fmt: skip
-    demo.load(lambda: gr.Radio(value=cb.default_method()), outputs=method,
-              api_name="aerial_default_method", api_visibility="private")  # fmt: skip
+    return method

@@ -123,11 +123,15 @@ def build_app(backend: Backend | None = None, *, examples: bool = True) -> gr.Bl
         with gr.Tabs():
             with gr.Tab("Few-shot segmentation", id="segment"):
                 page = _segment_page(status, refresh, examples=examples)
-            _add_aerial_tab(cb.backend, demo)
+            aerial_method = _add_aerial_tab(cb.backend)
         _wire(page, cb)
         _add_api(cb)
-        demo.load(cb.status, outputs=page.status, api_name="status_on_load",
-                  api_visibility="private")  # fmt: skip
+        if aerial_method is None:
+            demo.load(cb.status, outputs=page.status, api_name="status_on_load",
+                      api_visibility="private")  # fmt: skip
+        else:  # one status call on load: the panel and the aerial tab's starting method
+            demo.load(lambda: _status_and_aerial_method(cb), outputs=[page.status, aerial_method],
+                      api_name="status_on_load", api_visibility="private")  # fmt: skip
         demo.load(lambda: gr.Dropdown(choices=cb.class_choices()), outputs=page.class_name,
                   api_name="class_choices", api_visibility="private")  # fmt: skip
     demo.page = page  # type: ignore[attr-defined]
@@ -277,12 +281,20 @@ def _add_examples(
         )  # fmt: skip
 
 
-def _add_aerial_tab(backend: Backend, demo: gr.Blocks) -> None:
+def _add_aerial_tab(backend: Backend) -> gr.Radio | None:
     """The aerial use case's tab, when the ``aerial`` extra (scikit-learn, scipy, trimesh) is
-    installed."""
+    installed; its method radio (None: no tab)."""
     if importlib.util.find_spec("trimesh") is None:
-        return
+        return None
     from webapp.aerial_tab import build_aerial_tab
 
     with gr.Tab("Aerial images", id="aerial"):
-        build_aerial_tab(backend, demo)
+        return build_aerial_tab(backend)
+
+
+def _status_and_aerial_method(cb: DemoCallbacks) -> tuple[str, gr.Radio]:
+    """On page load: the status panel and the aerial tab's starting method, from one reply."""
+    from webapp.aerial_tab import default_method
+
+    reply, markdown = cb.status_reply()
+    return markdown, gr.Radio(value=default_method(reply))

@@ -183,14 +183,19 @@ class DemoCallbacks:
 
     def status(self) -> str:
         """Markdown for the status panel; never raises (a down service is a status)."""
+        return self.status_reply()[1]
+
+    def status_reply(self) -> tuple[dict[str, Any] | None, str]:
+        """The backend's status reply (None when it did not answer) and the panel's Markdown;
+        never raises (a down service is a status)."""
         try:
             s = self.backend.status()
         except (BackendError, InputError) as e:
-            return f"**Workers:** not answering — {e}"
+            return None, f"**Workers:** not answering — {e}"
         except Exception as e:  # the panel must render whatever happens
             log.exception("status failed")
-            return f"**Workers:** status unavailable ({type(e).__name__})"
-        return status_markdown(s)
+            return None, f"**Workers:** status unavailable ({type(e).__name__})"
+        return s, status_markdown(s)
 
 
 def review_message(name: str, reply: dict[str, Any]) -> str:

@@ -11,7 +11,13 @@ from PIL import Image
 
 from dinoseg.io import InputError
 from serving.aerial import aerial_config, run_aerial_job
-from webapp.aerial_tab import METHOD_CHOICES, AerialCallbacks, aerial_request, build_aerial_tab
+from webapp.aerial_tab import (
+    METHOD_CHOICES,
+    AerialCallbacks,
+    aerial_request,
+    build_aerial_tab,
+    default_method,
+)
 
 
 @pytest.fixture
@@ -30,12 +36,11 @@ def test_tab_builds_with_a_3d_viewer(backend):
     from dinoseg.aerial.build import METHOD_BUILDERS
 
     with gr.Blocks() as demo, gr.Tab("Aerial"):
-        build_aerial_tab(backend, demo)
+        method = build_aerial_tab(backend)
     kinds = {type(b).__name__ for b in demo.blocks.values()}
     assert {"Model3D", "Dataframe", "Image", "Radio", "Checkbox", "Button"} <= kinds
     assert [name for _, name in METHOD_CHOICES] == list(METHOD_BUILDERS)
-    loads = [f for f in demo.fns.values() if f.api_name == "aerial_default_method"]
-    assert len(loads) == 1 and [type(o).__name__ for o in loads[0].outputs] == ["Radio"]
+    assert isinstance(method, gr.Radio) and method.value == "fewshot"
 
 
 class _Status:
@@ -49,11 +54,30 @@ class _Status:
 
 
 def test_the_method_starts_at_the_servers_default(backend):
-    assert AerialCallbacks(backend).default_method() == "fewshot"  # nothing registered here
-    assert AerialCallbacks(_Status({"aerial_method": "head"})).default_method() == "head"
-    assert AerialCallbacks(_Status({"aerial_method": "bogus"})).default_method() == "fewshot"
-    assert AerialCallbacks(_Status({})).default_method() == "fewshot"  # an older worker
-    assert AerialCallbacks(_Status(TimeoutError("down"))).default_method() == "fewshot"
+    from webapp.callbacks import DemoCallbacks
+
+    def started_on(b) -> str:
+        return default_method(DemoCallbacks(b).status_reply()[0])
+
+    assert started_on(backend) == "fewshot"  # nothing registered here
+    assert started_on(_Status({"aerial_method": "head"})) == "head"
+    assert started_on(_Status({"aerial_method": "bogus"})) == "fewshot"
+    assert started_on(_Status({})) == "fewshot"  # an older worker
+    assert started_on(_Status(TimeoutError("down"))) == "fewshot"
+
+
+def test_the_page_reads_the_status_once_on_load_for_panel_and_method(backend):
+    from webapp.app import build_app
+
+    calls = []
+    status = backend.status
+    backend.status = lambda: calls.append(1) or {**status(), "aerial_method": "head"}
+    demo = build_app(backend, examples=False)
+    loads = [f for f in demo.fns.values() if f.api_name == "status_on_load"]
+    assert len(loads) == 1
+    assert [type(o).__name__ for o in loads[0].outputs] == ["Markdown", "Radio"]
+    panel, radio = loads[0].fn()
+    assert "in-process" in panel and radio.value == "head" and calls == [1]
 
 
 def test_job_writes_map_stats_and_model(backend, tmp_path):
