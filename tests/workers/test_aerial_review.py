@@ -94,6 +94,26 @@ def test_annotated_tiles_become_training_labels(config, stack_env, labelstudio, 
     assert names == NAMES and any(im.source.endswith(stem) for im in images)
 
 
+def test_deleted_review_tiles_stop_counting(config, stack_env, labelstudio, tmp_path):
+    """Tiles whose task was deleted in Label Studio (one by one, or with the whole project)
+    no longer count as awaiting review after the next sync."""
+    from dataclasses import replace
+
+    from workers.labelstudio.outbox import Outbox
+
+    config = replace(config, project_title="dinoseg aerial review (deleted)")  # its own
+    box = Outbox(tmp_path / "outbox.sqlite")
+    sent = queue_tiles(_job_output(stack_env, tmp_path), config)
+    box.tiles_sent((s["key"], s["task_id"]) for s in sent)
+    assert box.tiles_awaiting() == 2
+    client = labelstudio.client()
+    client.tasks.delete(sent[0]["task_id"])
+    report = sync_tiles(config, box)
+    assert report["deleted_tasks"] == 1 and box.tiles_awaiting() == 1
+    client.projects.delete(ls.find_project(client, config.project_title))
+    assert sync_tiles(config, box)["deleted_tasks"] == 1 and box.tiles_awaiting() == 0
+
+
 def test_a_task_naming_a_file_outside_the_uploads_is_refused(config, stack_env, tmp_path):
     from workers.labelstudio.aerial import write_tile_label
 

@@ -112,6 +112,22 @@ def test_annotation_syncs_to_labels_folder(review, stack_env, labelstudio) -> No
     assert FolderDataset(labels, "train").class_ids == (0, 1)  # a valid dataset folder
 
 
+def test_a_task_deleted_in_label_studio_stops_counting(review, stack_env, labelstudio) -> None:
+    """An admin deletes a review task: the next sync stops counting it as awaiting review
+    (the status showed it for ever); the other task still counts, nothing else is touched."""
+    kept, dropped = (rv.queue(review, low_confidence_result(stack_env, seed=s)[0])["task_id"]
+                     for s in (11, 12))  # fmt: skip
+    waiting = review.outbox.awaiting_annotation()
+    assert {kept, dropped} <= review.outbox.awaiting_tasks("items")
+    labelstudio.client().tasks.delete(dropped)
+    labels = stack_env.root / review.config.labels_dir
+    report = sync(review, labels)
+    assert report.deleted_tasks == 1 and report.new_labels == 0
+    assert review.outbox.awaiting_annotation() == waiting - 1
+    assert kept in review.outbox.awaiting_tasks("items")
+    assert sync(review, labels).deleted_tasks == 0  # judged once
+
+
 def test_outbox_holds_items_while_label_studio_is_down(review, stack_env, labelstudio) -> None:
     rid, _, _ = low_confidence_result(stack_env, seed=4)
     labelstudio.stop()

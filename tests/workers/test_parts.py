@@ -90,7 +90,11 @@ def test_outbox_keys_claims_and_counters(tmp_path) -> None:
     box.tiles_sent([("aerial:a", 50)])  # sent again (a duplicate): one row
     assert box.tiles_awaiting() == 2
     box.record_label(12, 51, "t1", "tile4", aerial)
-    assert box.tiles_awaiting() == 1
+    assert box.tiles_awaiting() == 1 and box.awaiting_tasks("tiles") == {50}
+    box.tasks_gone([50])  # deleted in Label Studio: no longer awaited
+    assert box.tiles_awaiting() == 0 and box.awaiting_tasks("tiles") == set()
+    with pytest.raises(ValueError, match="no task table"):
+        box.awaiting_tasks("labels; DROP TABLE items")
 
 
 def test_outbox_claims_are_exclusive_across_threads(tmp_path) -> None:

@@ -159,16 +159,21 @@ def _sync_one(root: Path, task: dict[str, Any], ann: dict[str, Any], outbox: Out
 def sync_tiles(cfg: AerialReviewConfig, outbox: Outbox | None = None,
                connect: Callable[[], Any] = ls.connect) -> dict[str, Any]:  # fmt: skip
     """Every annotated task of the aerial project into ``labels_dir`` (the latest submitted
-    annotation wins); ``{"labels", "changed", "skipped"}``: tiles labelled, tiles whose label
-    was new or changed since the last sync, one line per task not written.
+    annotation wins); ``{"labels", "changed", "skipped", "deleted_tasks"}``: tiles labelled,
+    tiles whose label was new or changed since the last sync, one line per task not written,
+    sent tiles whose task was deleted in Label Studio since (0 without an outbox).
 
     With the workers' ``outbox`` its ledger keeps a periodic pull cheap (as the segment sync:
     annotations already written are not decoded again), new or edited labels count toward the
-    next aerial retrain, and refused annotations are remembered (``dinoseg.status``)."""
+    next aerial retrain, refused annotations are remembered (``dinoseg.status``) and deleted
+    tasks stop counting as awaiting review."""
     client = connect()
     project = ls.find_project(client, cfg.project_title)
-    if project is None:
-        return {"labels": 0, "changed": 0, "skipped": []}
+    if project is None:  # never made, or deleted with all its tasks
+        gone = set() if outbox is None else outbox.awaiting_tasks("tiles")
+        if outbox is not None:
+            outbox.tasks_gone(gone)
+        return {"labels": 0, "changed": 0, "skipped": [], "deleted_tasks": len(gone)}
     written, changed, skipped = 0, 0, []
     for task in ls.annotated_tasks(client, project):
         # the latest one with regions (an empty annotation does not undo an earlier tile label)
@@ -183,4 +188,5 @@ def sync_tiles(cfg: AerialReviewConfig, outbox: Outbox | None = None,
             if outbox is not None:
                 outbox.reject(ann["id"], int(task.get("id") or 0), str(ann.get("updated_at")),
                               str(e))  # fmt: skip
-    return {"labels": written, "changed": changed, "skipped": skipped}
+    deleted = ls.forget_deleted(client, project, outbox, "tiles") if outbox is not None else 0
+    return {"labels": written, "changed": changed, "skipped": skipped, "deleted_tasks": deleted}

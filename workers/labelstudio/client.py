@@ -21,6 +21,7 @@ from urllib.parse import quote
 from dinoseg import runtime
 from dinoseg.io import InputError
 from workers.labelstudio.convert import PLACEHOLDER, label_config
+from workers.labelstudio.outbox import Outbox
 
 T = TypeVar("T")
 TIMEOUT = 15.0
@@ -185,6 +186,25 @@ def annotated_tasks(client: Any, project: int) -> list[dict[str, Any]]:
                                for a in task.get("annotations") or []]  # fmt: skip
         out.append(task)
     return out
+
+
+def task_ids(client: Any, project: int) -> set[int]:
+    """Ids of every task the project has now."""
+    return call(lambda: {int(t.id) for t in client.tasks.list(
+        project=project, fields="task_only", include="id", page_size=1000)})  # fmt: skip
+
+
+def forget_deleted(client: Any, project: int, outbox: Outbox, table: str) -> int:
+    """Mark the outbox's tasks of ``table`` (``items`` / ``tiles``) still awaiting an annotation
+    that the project no longer has as gone (deleted in Label Studio); returns how many. Only
+    tasks recorded before the project is listed are judged (one created meanwhile is not in the
+    listing but is not gone)."""
+    waiting = outbox.awaiting_tasks(table)
+    if not waiting:
+        return 0
+    gone = waiting - task_ids(client, project)
+    outbox.tasks_gone(gone)
+    return len(gone)
 
 
 def latest_annotation(annotations: Sequence[dict[str, Any]]) -> dict[str, Any] | None:

@@ -7,6 +7,8 @@ Delivery is claimed with a short lease so two workers never deliver the same ite
 
 ``tiles``: aerial review tiles sent to Label Studio (their key and task id), so that the status
 can count those still awaiting an annotation.
+``gone``: tasks a sync found deleted in Label Studio (by an admin, or with their project); they
+no longer count as awaiting an annotation.
 ``labels``: annotations already written to ``data/labels/`` or ``data/aerial_labels/`` (annotation
 id, unique across Label Studio, + its update time). ``rejected``: annotations a sync refused
 (unknown class, no class, malformed), with why.
@@ -41,6 +43,7 @@ CREATE TABLE IF NOT EXISTS labels (
     stem TEXT NOT NULL, synced REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tiles (
     key TEXT PRIMARY KEY, task_id INTEGER NOT NULL, sent REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS gone (task_id INTEGER PRIMARY KEY, seen REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS settings (
     name TEXT PRIMARY KEY, value TEXT NOT NULL, since REAL NOT NULL);
@@ -172,13 +175,28 @@ class Outbox:
             return int(db.execute("SELECT COUNT(*) FROM items WHERE state='pending'").fetchone()[0])
 
     def awaiting_annotation(self) -> int:
-        """Delivered items whose task has no synced annotation yet."""
+        """Delivered items whose task has no synced annotation yet (and still exists)."""
+        return len(self.awaiting_tasks("items"))
+
+    def awaiting_tasks(self, table: str) -> set[int]:
+        """Task ids of ``items`` (segment reviews, delivered) or ``tiles`` (aerial review) that
+        have no synced annotation and were not found deleted."""
+        if table not in ("items", "tiles"):
+            raise ValueError(f"no task table {table!r}")
+        delivered = " AND state = 'delivered'" if table == "items" else ""
         with self._tx() as db:
-            row = db.execute(
-                "SELECT COUNT(*) FROM items WHERE state = 'delivered' "
-                "AND task_id NOT IN (SELECT task_id FROM labels)"
-            ).fetchone()
-        return int(row[0])
+            rows = db.execute(
+                f"SELECT task_id FROM {table} WHERE task_id IS NOT NULL{delivered} "
+                "AND task_id NOT IN (SELECT task_id FROM labels) "
+                "AND task_id NOT IN (SELECT task_id FROM gone)"
+            ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    def tasks_gone(self, task_ids: Iterable[int]) -> None:
+        """Remember tasks Label Studio no longer has (not counted as awaiting from now on)."""
+        with self._tx() as db:
+            db.executemany("INSERT OR IGNORE INTO gone VALUES (?, ?)",
+                           [(int(t), time.time()) for t in task_ids])  # fmt: skip
 
     def tiles_sent(self, sent: Iterable[tuple[str, int]]) -> None:
         """Remember aerial review tiles as ``(key, task id)`` (a tile sent again: one row)."""
@@ -187,12 +205,8 @@ class Outbox:
                            [(key, task_id, time.time()) for key, task_id in sent])  # fmt: skip
 
     def tiles_awaiting(self) -> int:
-        """Aerial review tiles whose task has no synced annotation yet."""
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT COUNT(*) FROM tiles WHERE task_id NOT IN (SELECT task_id FROM labels)"
-            ).fetchone()
-        return int(row[0])
+        """Aerial review tiles whose task has no synced annotation yet (and still exists)."""
+        return len(self.awaiting_tasks("tiles"))
 
     def label_synced(self, annotation_id: int, updated_at: str) -> bool:
         """Whether this version of the annotation was written already."""

@@ -32,11 +32,13 @@ class SyncReport:
     """What one sync pass did."""
 
     new_labels: int = 0
+    deleted_tasks: int = 0
     skipped: list[str] = field(default_factory=list)
     memory_errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"new_labels": self.new_labels, "skipped": self.skipped,
+        return {"new_labels": self.new_labels, "deleted_tasks": self.deleted_tasks,
+                "skipped": self.skipped,
                 "memory_errors": self.memory_errors}
 
 
@@ -93,7 +95,8 @@ def _to_memory(on_label: OnLabel, labels_dir: Path, stem: str, report: SyncRepor
 
 def sync(review: Review, labels_dir: Path, on_label: OnLabel | None = None) -> SyncReport:
     """One pull of the project's annotated tasks into ``labels_dir``; a refused annotation is
-    reported and remembered in the outbox (``dinoseg.status`` shows it) until it is fixed.
+    reported and remembered in the outbox (``dinoseg.status`` shows it) until it is fixed, and
+    delivered tasks deleted in Label Studio since stop counting as awaiting (``deleted_tasks``).
     ``on_label`` gets every label written (the support memory, updated at once)."""
     report = SyncReport()
     users: dict[int, str] = {}
@@ -119,4 +122,5 @@ def sync(review: Review, labels_dir: Path, on_label: OnLabel | None = None) -> S
         report.new_labels += 1
         if on_label is not None:
             _to_memory(on_label, labels_dir, stem, report)
+    report.deleted_tasks = ls.forget_deleted(client, project, review.outbox, "items")
     return report
