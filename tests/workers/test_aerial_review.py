@@ -165,6 +165,11 @@ def test_the_ledger_skips_written_labels_and_remembers_refused_ones(
     later = sync_tiles(config, box)
     assert len(decoded) == 4 and later["labels"] == first["labels"] and mask.is_file()
     assert later["skipped"] == first["skipped"]  # only the refused one, not this label
+    client.tasks.delete(bad_id)  # the refused task deleted: its refusal goes with it
+    refused = box.rejections(50)[0]
+    assert sync_tiles(config, box)["skipped"] == []
+    assert box.rejections(50)[0] == refused - 1
+    assert not any(f"task {bad_id}:" in r for r in box.rejections(50)[1])
 
 
 def test_the_periodic_sync_queues_an_aerial_retrain_after_enough_new_labels(

@@ -146,6 +146,10 @@ def test_sync_adds_new_classes_and_reports_refused_annotations(stack_env, labels
     text = status_markdown({"refused_annotations": count, "refused_reasons": reasons})
     assert "annotation(s) refused" in text and "unicorn" in text
     assert Path(labels / "train" / "images").is_dir()
+    # the annotator submits a second, good annotation (not an edit): the refusal is moot
+    client.annotations.create(id=ids[1], result=[mask_to_result(drawn, "car")])
+    assert sync(review, labels).new_labels == 1
+    assert review.outbox.rejections()[0] == count - 1
 
 
 def test_a_class_renamed_in_label_studio_becomes_a_new_class(stack_env, labelstudio,

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -198,13 +199,32 @@ def forget_deleted(client: Any, project: int, outbox: Outbox, table: str) -> int
     """Mark the outbox's tasks of ``table`` (``items`` / ``tiles``) still awaiting an annotation
     that the project no longer has as gone (deleted in Label Studio); returns how many. Only
     tasks recorded before the project is listed are judged (one created meanwhile is not in the
-    listing but is not gone)."""
+    listing but is not gone). Refusals of deleted annotations are dropped on the way
+    (:func:`forget_deleted_refusals`)."""
+    forget_deleted_refusals(client, outbox)
     waiting = outbox.awaiting_tasks(table)
     if not waiting:
         return 0
     gone = waiting - task_ids(client, project)
     outbox.tasks_gone(gone)
     return len(gone)
+
+
+def forget_deleted_refusals(client: Any, outbox: Outbox, limit: int = 50) -> int:
+    """Drop the outbox's refusals whose annotation Label Studio no longer has (deleted, or
+    with its task or project); returns how many. One request per refusal, at most ``limit``."""
+    from label_studio_sdk.core.api_error import ApiError
+
+    dropped = 0
+    for annotation_id in outbox.refused_ids(limit):
+        try:
+            call(partial(client.annotations.get, id=annotation_id))
+        except ApiError as e:
+            if e.status_code != 404:
+                raise
+            outbox.forget_refusal(annotation_id)
+            dropped += 1
+    return dropped
 
 
 def latest_annotation(annotations: Sequence[dict[str, Any]]) -> dict[str, Any] | None:

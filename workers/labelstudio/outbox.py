@@ -225,7 +225,9 @@ class Outbox:
         """Remember a written annotation and count it on ``counter`` toward the next retrain
         (None: not counted, e.g. an aerial label rewritten unchanged)."""
         with self._tx() as db:
-            db.execute("DELETE FROM rejected WHERE annotation_id = ?", (annotation_id,))
+            # (a task with a written label: its earlier refused annotations are moot)
+            db.execute("DELETE FROM rejected WHERE annotation_id = ? OR task_id = ?",
+                       (annotation_id, task_id))  # fmt: skip
             db.execute(
                 "INSERT OR REPLACE INTO labels VALUES (?,?,?,?,?)",
                 (annotation_id, task_id, updated_at, stem, time.time()),
@@ -263,6 +265,18 @@ class Outbox:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO rejected VALUES (?,?,?,?,?)",
                        (annotation_id, task_id, updated_at, reason[:500], time.time()))
+
+    def refused_ids(self, limit: int = 50) -> list[int]:
+        """Annotation ids of the refused annotations, the longest known first."""
+        with self._tx() as db:
+            rows = db.execute("SELECT annotation_id FROM rejected ORDER BY seen LIMIT ?",
+                              (limit,)).fetchall()  # fmt: skip
+        return [int(r[0]) for r in rows]
+
+    def forget_refusal(self, annotation_id: int) -> None:
+        """Drop a refusal (its annotation no longer exists)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM rejected WHERE annotation_id = ?", (annotation_id,))
 
     def rejections(self, limit: int = 5) -> tuple[int, list[str]]:
         """(annotations currently refused, the latest ``limit`` reasons)."""
