@@ -25,8 +25,9 @@ sends to annotators.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,27 @@ def default_method(params: Path = PARAMS_FILE) -> str:
         log.debug("no aerial head to serve by default: %s", e)
         return cfg.method
     return "head" if (Path(found) / "config.json").is_file() else cfg.method
+
+
+class DefaultMethod:
+    """:func:`default_method`, looked up again at most every ``check_seconds`` (the serving
+    section's ``model_check_seconds``, as the segment model's champion): the status asks on
+    every page load and after every run, and the answer moves only with a promotion."""
+
+    def __init__(self, params: Path = PARAMS_FILE, check_seconds: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):  # fmt: skip
+        from serving.config import serving_config
+
+        self.params, self.clock = params, clock
+        self.check_seconds = (serving_config(params).model_check_seconds
+                              if check_seconds is None else check_seconds)  # fmt: skip
+        self._known: tuple[float, str] | None = None
+
+    def __call__(self) -> str:
+        now = self.clock()
+        if self._known is None or now - self._known[0] >= self.check_seconds:
+            self._known = (now, default_method(self.params))
+        return self._known[1]
 
 
 def _supports(value: Any, uploads: Path) -> list[tuple[Path, Path]]:

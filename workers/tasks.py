@@ -35,7 +35,7 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Task
 from celery.signals import worker_init
@@ -51,6 +51,9 @@ from workers.labelstudio import client as ls
 from workers.labelstudio import review as rv
 from workers.labelstudio.outbox import Outbox
 from workers.labelstudio.sync import sync
+
+if TYPE_CHECKING:
+    from serving.aerial import DefaultMethod
 
 log = logging.getLogger(__name__)
 WARM_IMPORTS = (
@@ -72,6 +75,7 @@ class ProcessTask(Task):  # type: ignore[misc]
 
     _job: SegmentJob | None = None
     _outbox: Outbox | None = None
+    _aerial_method: DefaultMethod | None = None
 
     @property
     def job(self) -> SegmentJob:
@@ -84,6 +88,15 @@ class ProcessTask(Task):  # type: ignore[misc]
         if ProcessTask._outbox is None:
             ProcessTask._outbox = Outbox()
         return ProcessTask._outbox
+
+    @property
+    def aerial_method(self) -> DefaultMethod:
+        """The aerial tab's starting method (re-resolved every ``model_check_seconds``)."""
+        if ProcessTask._aerial_method is None:
+            from serving.aerial import DefaultMethod
+
+            ProcessTask._aerial_method = DefaultMethod()
+        return ProcessTask._aerial_method
 
     def review(self) -> rv.Review:
         return rv.Review(review_config(), self.outbox)
@@ -227,13 +240,11 @@ def retrain(pipeline: str = "segmenter") -> dict[str, Any]:
 
 @app.task(name="dinoseg.status", base=ProcessTask, bind=True, soft_time_limit=30, time_limit=60)
 def status(self: ProcessTask) -> dict[str, Any]:
-    from serving.aerial import default_method
-
     outbox = self.outbox
     refused, reasons = outbox.rejections()
     return {
         **self.job.status(),
-        "aerial_method": default_method(),
+        "aerial_method": self.aerial_method(),
         "review_queue_depth": outbox.awaiting_annotation(),
         "aerial_queue_depth": outbox.tiles_awaiting(),
         "outbox_depth": outbox.depth(),

@@ -170,7 +170,7 @@ def test_aerial_job_with_a_head_offers_its_least_confident_tiles(trained, tmp_pa
 def test_the_head_is_the_default_once_it_resolves_and_says_tiles_go_unused(trained, tmp_path,
                                                                           monkeypatch):  # fmt: skip
     from dinoseg import runtime
-    from serving.aerial import default_method, run_aerial_job
+    from serving.aerial import DefaultMethod, default_method, run_aerial_job
 
     monkeypatch.setenv("DINOSEG_HOME", str(tmp_path / "home"))
     params = tmp_path / "params.yaml"
@@ -179,6 +179,15 @@ def test_the_head_is_the_default_once_it_resolves_and_says_tiles_go_unused(train
     params.write_text(f"aerial:\n  head_model: {trained['head']}\n")
     assert default_method(params) == "head"
     assert default_method(tmp_path / "none.yaml") == "fewshot"  # no champion registered here
+    clock = [0.0]
+    cached = DefaultMethod(params, check_seconds=30.0, clock=lambda: clock[0])
+    assert cached() == "head"
+    params.write_text("aerial:\n  method: kmeans\n")  # the head is withdrawn
+    clock[0] = 29.0
+    assert cached() == "head"  # looked up at most once per period
+    clock[0] = 30.0
+    assert cached() == "kmeans"
+    params.write_text(f"aerial:\n  head_model: {trained['head']}\n")
     uploads = runtime.ensure(runtime.uploads_dir())
     image, labels = city_tile(98, 140, seed=11)
     Image.fromarray(image).save(uploads / "photo.png")

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from dinoseg import runtime
-from serving.aerial import default_method, run_aerial_job
+from serving.aerial import DefaultMethod, run_aerial_job
 from serving.progress import Report, no_report
 from serving.segment import SegmentJob
 from webapp.backends import BackendError
@@ -30,6 +30,7 @@ class LocalBackend:
 
     def __init__(self, job: SegmentJob | None = None):
         self.job = job or SegmentJob.from_params()
+        self.aerial_method = DefaultMethod(self.job.params)
 
     def warm(self) -> None:
         """Load the served model now, so the first visitor does not wait for it."""
@@ -53,7 +54,7 @@ class LocalBackend:
     def status(self) -> dict[str, Any]:
         return {
             **self.job.status(),
-            "aerial_method": default_method(self.job.params),
+            "aerial_method": self.aerial_method(),
             "review_queue_depth": None,
             "aerial_queue_depth": None,
             "outbox_depth": None,
