@@ -93,6 +93,17 @@ def test_outbox_keys_claims_and_counters(tmp_path) -> None:
     assert box.tiles_awaiting() == 1 and box.awaiting_tasks("tiles") == {50}
     box.tasks_gone([50])  # deleted in Label Studio: no longer awaited
     assert box.tiles_awaiting() == 0 and box.awaiting_tasks("tiles") == set()
+    box.reject(30, 70, "t1", "unknown class 'unicorn'")
+    box.reject(31, 70, "t1", "no pixel labelled")  # a newer annotation of the task: replaces it
+    box.reject(32, 0, "t1", "no task id")  # (an unknown task never merges with another)
+    box.reject(33, 0, "t1", "no task id either")
+    count, reasons = box.rejections(10)
+    assert count == 3 and sorted(reasons) == ["task 0: no task id", "task 0: no task id either",
+                                              "task 70: no pixel labelled"]
+    box.record_label(34, 70, "t1", "fixed")  # a good label of the task clears its refusal
+    assert box.rejections(10)[0] == 2 and sorted(box.refused_ids()) == [32, 33]
+    box.forget_refusal(32)
+    assert box.refused_ids() == [33]
     with pytest.raises(ValueError, match="no task table"):
         box.awaiting_tasks("labels; DROP TABLE items")
 

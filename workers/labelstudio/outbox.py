@@ -261,8 +261,12 @@ class Outbox:
         return bool(row and row[0] == version)
 
     def reject(self, annotation_id: int, task_id: int, updated_at: str, reason: str) -> None:
-        """Remember an annotation the sync refused (the newest reason per annotation)."""
+        """Remember an annotation the sync refused (the newest reason per annotation; a task's
+        older refused annotations, which the sync no longer reads, are dropped)."""
         with self._tx() as db:
+            if task_id > 0:
+                db.execute("DELETE FROM rejected WHERE task_id = ? AND annotation_id != ?",
+                           (task_id, annotation_id))  # fmt: skip
             db.execute("INSERT OR REPLACE INTO rejected VALUES (?,?,?,?,?)",
                        (annotation_id, task_id, updated_at, reason[:500], time.time()))
 
