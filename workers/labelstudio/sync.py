@@ -38,8 +38,7 @@ class SyncReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"new_labels": self.new_labels, "deleted_tasks": self.deleted_tasks,
-                "skipped": self.skipped,
-                "memory_errors": self.memory_errors}
+                "skipped": self.skipped, "memory_errors": self.memory_errors}
 
 
 def hand_imported(task: dict[str, Any]) -> dict[str, Any]:
