@@ -169,13 +169,9 @@ def sync_tiles(cfg: AerialReviewConfig, outbox: Outbox | None = None,
     tasks stop counting as awaiting review."""
     client = connect()
     project = ls.find_project(client, cfg.project_title)
-    if project is None:  # never made, or deleted with all its tasks
-        gone = set() if outbox is None else outbox.awaiting_tasks("tiles")
-        if outbox is not None:
-            outbox.tasks_gone(gone)
-        return {"labels": 0, "changed": 0, "skipped": [], "deleted_tasks": len(gone)}
     written, changed, skipped = 0, 0, []
-    for task in ls.annotated_tasks(client, project):
+    # (no project: never made, or deleted with all its tasks)
+    for task in [] if project is None else ls.annotated_tasks(client, project):
         # the latest one with regions (an empty annotation does not undo an earlier tile label)
         ann = ls.latest_annotation([a for a in task["annotations"] if a.get("result")])
         if ann is None:

@@ -195,9 +195,10 @@ def task_ids(client: Any, project: int) -> set[int]:
         project=project, fields="task_only", include="id", page_size=1000)})  # fmt: skip
 
 
-def forget_deleted(client: Any, project: int, outbox: Outbox, table: str) -> int:
+def forget_deleted(client: Any, project: int | None, outbox: Outbox, table: str) -> int:
     """Mark the outbox's tasks of ``table`` (``items`` / ``tiles``) still awaiting an annotation
-    that the project no longer has as gone (deleted in Label Studio); returns how many. Only
+    that the project no longer has as gone (deleted in Label Studio; all of them when the
+    project itself is gone, ``project`` None); returns how many. Only
     tasks recorded before the project is listed are judged (one created meanwhile is not in the
     listing but is not gone). Refusals of deleted annotations are dropped on the way
     (:func:`forget_deleted_refusals`)."""
@@ -205,7 +206,7 @@ def forget_deleted(client: Any, project: int, outbox: Outbox, table: str) -> int
     waiting = outbox.awaiting_tasks(table)
     if not waiting:
         return 0
-    gone = waiting - task_ids(client, project)
+    gone = waiting - (set() if project is None else task_ids(client, project))
     outbox.tasks_gone(gone)
     return len(gone)
 
